@@ -1,0 +1,327 @@
+"""The ``hydra`` command: submit jobs, watch them, run a local cluster, a monitor or the page.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import redis as redis_lib
+
+from hydra import __version__
+from hydra.connection import check_reachable, connect, redact
+from hydra.errors import HydraError, InvalidInput
+from hydra.progress import ProgressBar, duration, human
+from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, result_of, submit, wait_for_job
+from hydra.settings import Settings
+from hydra.tasks import TASKS, get_task
+
+# Task-specific submit options: (flag, argparse keyword arguments). The values reach Task.parse.
+TASK_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "pi": [
+        ("--samples", {"default": "1e9", "help": "number of samples: 1e10, 10000000000 or 10_000_000_000"}),
+        ("--seed", {"default": None, "help": "seed of the sample stream (default 2026)"}),
+    ],
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="hydra", description="Volunteer computing on Redis and rq.")
+    parser.add_argument("--version", action="version", version=f"hydra {__version__}")
+    parser.add_argument("--redis-url", help="Redis of the deployment (default $HYDRA_REDIS_URL or local 6379)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    sub = commands.add_parser("submit", help="submit a job and wait for its result")
+    tasks = sub.add_subparsers(dest="task", required=True, parser_class=OneLineParser)
+    for name in TASKS:
+        task_parser = tasks.add_parser(name, help=f"a {name} job")
+        for flag, options in TASK_OPTIONS.get(name, []):
+            task_parser.add_argument(flag, **options)
+        _add_submit_options(task_parser)
+
+    status = commands.add_parser("status", help="jobs and their progress (one job with JOB)")
+    status.add_argument("job", nargs="?")
+    status.add_argument("--json", action="store_true")
+    result = commands.add_parser("result", help="the result of a finished job")
+    result.add_argument("job")
+    result.add_argument("--json", action="store_true")
+    commands.add_parser("cancel", help="cancel a job").add_argument("job")
+    commands.add_parser("workers", help="workers, their speed and what they run").add_argument(
+        "--json", action="store_true"
+    )
+    up = commands.add_parser("up", help="run a local cluster (Redis, monitor, workers, page) until Ctrl-C")
+    up.add_argument("--workers", type=int, default=None, help="number of workers (default: one per core)")
+    up.add_argument("--web-port", type=int, default=5000, help="port of the page (0: no page)")
+    commands.add_parser("monitor", help="requeue chunks of vanished workers (long-running)")
+    web = commands.add_parser("web", help="serve the live page")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def _add_submit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--local", action="store_true", help="start a private cluster for this job, then stop it")
+    parser.add_argument("--workers", type=int, default=None, help="workers for --local (default: one per core)")
+    parser.add_argument("--detach", action="store_true", help="print the job id and return")
+    parser.add_argument("--json", action="store_true", help="print only the result, as JSON")
+    parser.add_argument("--chunk-seconds", type=float, default=None, help="target time of a chunk (default 2)")
+    parser.add_argument("--chunk-units", type=int, default=None, help="fixed chunks of this many units, no adapting")
+    parser.add_argument("--max-attempts", type=int, default=None, help="tries per chunk before the job fails")
+    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.command in ("monitor", "web") else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        code = COMMANDS[args.command](args)
+    except HydraError as exc:
+        _fail(str(exc), exc.exit_code)
+    except redis_lib.AuthenticationError as exc:
+        _fail(f"Redis refused the credentials: {exc}", 4)
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+        _fail(f"lost the connection to Redis: {exc}", 4)
+    except redis_lib.RedisError as exc:
+        _fail(f"Redis error: {exc}", 4)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    raise SystemExit(code or 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"hydra: error: {message}\n")
+    raise SystemExit(code)
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return Settings.from_env(redis_url=args.redis_url, **overrides)
+
+
+def _client(url: str) -> redis_lib.Redis:
+    client = connect(url)
+    check_reachable(client, url)
+    return client
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args, chunk_seconds=args.chunk_seconds, max_attempts=args.max_attempts)
+    params = {
+        flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+        for flag, _ in TASK_OPTIONS.get(args.task, [])
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    task = get_task(args.task)
+    params = task.parse(params)  # bad input fails here, before anything starts or is written
+    if args.workers is not None and not 1 <= args.workers <= 1024:
+        raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
+    if args.chunk_units is not None and args.chunk_units < 1:
+        raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
+    options = SubmitOptions.from_settings(settings, chunk_units=args.chunk_units)
+    if args.local:
+        from hydra.local import LocalCluster
+
+        if args.detach:
+            raise InvalidInput("--detach makes no sense with --local: the cluster stops when the job ends")
+        with LocalCluster(args.workers) as cluster:
+            if not args.json:
+                print(f"local cluster: {cluster.n_workers} workers on {cluster.url}", file=sys.stderr)
+            return _submit_and_wait(_client(cluster.url), args, params, options)
+    return _submit_and_wait(_client(settings.redis_url), args, params, options)
+
+
+def _submit_and_wait(
+    client: redis_lib.Redis, args: argparse.Namespace, params: dict[str, Any], options: SubmitOptions
+) -> int:
+    job_id = submit(client, args.task, params, options)
+    if args.detach:
+        print(job_id)
+        return 0
+    if not args.json:
+        shown = ", ".join(f"{k} {v}" for k, v in params.items())
+        print(f"job {job_id}: {args.task} ({shown})", file=sys.stderr)
+    bar = None if args.json else ProgressBar()
+    try:
+        status = wait_for_job(client, job_id, timeout=args.timeout, on_progress=bar.update if bar else None)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        if not args.local:
+            print(f"stopped waiting; job {job_id} goes on (hydra status {job_id})", file=sys.stderr)
+        raise
+    except TimeoutError as exc:
+        raise HydraError(str(exc)) from None
+    finally:
+        if bar:
+            bar.close()
+    return _print_result(client, job_id, args.json, status)
+
+
+def _print_result(client: redis_lib.Redis, job_id: str, as_json: bool, status: dict[str, Any] | None = None) -> int:
+    status = status or job_status(client, job_id)
+    result = result_of(client, job_id)  # raises JobFailed for failed or cancelled jobs
+    if as_json:
+        print(json.dumps(result))
+        return 0
+    for line in RESULT_FORMATS.get(result["task"], _format_generic)(result):
+        print(line)
+    return 0
+
+
+def _format_pi(result: dict[str, Any]) -> list[str]:
+    return [
+        f"pi ≈ {result['pi']:.10f} ± {result['stderr']:.2g} (standard error)",
+        f"samples {result['samples']:,}  inside {result['inside']:,}  seed {result['seed']}",
+        f"{result['seconds']:.2f} s  {human(result['samples_per_second'])} samples/s  "
+        f"{result['workers']} workers  job {result['job']}",
+    ]
+
+
+def _format_generic(result: dict[str, Any]) -> list[str]:
+    return [json.dumps(result, indent=2)]
+
+
+RESULT_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pi": _format_pi}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(_settings(args).redis_url)
+    if args.job:
+        status = job_status(client, args.job)
+        if args.json:
+            print(json.dumps(status))
+            return 0
+        print(
+            f"job {status['job']}  {status['task']}  {status['state']}  {status['progress']:.1%}  "
+            f"{human(status['done'])}/{human(status['total'])} {status['unit']}  "
+            f"{human(status['rate'])}/s  elapsed {duration(status['elapsed'])}  ETA {duration(status['eta'])}  "
+            f"workers {status['workers']}"
+        )
+        if status.get("error"):
+            print(f"error: {status['error']}")
+        return 0
+    jobs = list_jobs(client)
+    if args.json:
+        print(json.dumps(jobs))
+        return 0
+    if not jobs:
+        print("no jobs")
+    for s in jobs:
+        print(
+            f"{s['job']}  {s['task']:<10} {s['state']:<9} {s['progress']:6.1%}  "
+            f"{human(s['total'])} {s['unit']}  elapsed {duration(s['elapsed'])}"
+        )
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    return _print_result(_client(_settings(args).redis_url), args.job, args.json)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = _client(_settings(args).redis_url)
+    if cancel(client, args.job):
+        print(f"job {args.job} cancelled")
+        return 0
+    state = job_status(client, args.job)["state"]
+    raise HydraError(f"job {args.job} has already ended ({state})")
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from hydra.workers import worker_list
+
+    client = _client(_settings(args).redis_url)
+    workers = worker_list(client)
+    if args.json:
+        print(json.dumps(workers))
+        return 0
+    if not workers:
+        print("no workers")
+    for w in workers:
+        rates = "  ".join(f"{task} {human(rate)}/s" for task, rate in w["rates"].items())
+        print(
+            f"{w['name'][:12]}  {w['host']:<16} {w['device']:<4} {w['state']:<5} chunks {w['chunks']:<6} "
+            f"{rates}  {('running ' + w['current']) if w['current'] else ''}"
+        )
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from hydra.local import LocalCluster
+
+    if args.workers is not None and not 1 <= args.workers <= 1024:
+        raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
+    with LocalCluster(args.workers, web_port=args.web_port or None) as cluster:
+        print(f"redis   {cluster.url}")
+        print(f"workers {cluster.n_workers} × rq worker hydra; monitor running")
+        if cluster.web_url:
+            print(f"page    {cluster.web_url}")
+        print(f"try:    hydra --redis-url {cluster.url} submit pi --samples 1e10   (Ctrl-C stops everything)")
+        sys.stdout.flush()
+        _wait_for_signal()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from hydra.events import Events
+    from hydra.monitor import Monitor
+
+    settings = _settings(args)
+    client = connect(settings.redis_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.getLogger(__name__).info("monitor watching %s", redact(settings.redis_url))
+    with contextlib.suppress(KeyboardInterrupt):
+        Monitor(client, settings, Events(settings.redis_url)).run(stop)
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    try:
+        from web.server import serve
+    except ImportError:
+        raise HydraError("the web page is not installed with this copy of Hydra") from None
+    serve(_settings(args).redis_url, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "result": cmd_result,
+    "cancel": cmd_cancel,
+    "workers": cmd_workers,
+    "up": cmd_up,
+    "monitor": cmd_monitor,
+    "web": cmd_web,
+}

@@ -1,0 +1,29 @@
+"""One exception hierarchy; every message is fit to show a user on one line."""
+
+
+class HydraError(Exception):
+    """Base of every error Hydra raises on purpose. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InvalidInput(HydraError):
+    """A job parameter, CLI argument or form field is out of bounds or malformed."""
+
+    exit_code = 2
+
+
+class NoSuchJob(HydraError):
+    exit_code = 3
+
+
+class RedisUnavailable(HydraError):
+    exit_code = 4
+
+
+class MalformedChunk(HydraError):
+    """A chunk descriptor that no honest scheduler would produce."""
+
+
+class JobFailed(HydraError):
+    exit_code = 5

@@ -1,0 +1,59 @@
+"""Events for the live page, emitted through Flask-SocketIO's Redis message queue.
+
+Any Hydra process creates an :class:`Events` and emits; the web processes relay to browsers.
+Progress is coalesced with a short-lived Redis gate (``hydra:emit:<job>``, 100 ms), so however
+many chunks land per second a job yields at most ~10 progress events a second, from whichever
+process passes the gate first. Emitting never blocks or breaks the work: failures are logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from redis import Redis
+
+from hydra import keys
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hydra-socketio"
+PROGRESS_INTERVAL_MS = 100
+
+
+class Events:
+    def __init__(self, redis_url: str | None) -> None:
+        self.redis_url = redis_url
+        self._emitter: Any = None
+        self._broken = False
+
+    @classmethod
+    def from_env(cls) -> Events:
+        return cls(os.environ.get("HYDRA_REDIS_URL") or os.environ.get("RQ_REDIS_URL"))
+
+    def emit(self, name: str, data: Any) -> None:
+        if self._broken or not self.redis_url:
+            return
+        try:
+            if self._emitter is None:
+                from flask_socketio import SocketIO
+
+                self._emitter = SocketIO(message_queue=self.redis_url, channel=CHANNEL)
+            self._emitter.emit(name, data, namespace="/")
+        except Exception as exc:  # the page is a view; the work must go on without it
+            log.warning("cannot emit events to the page (%s); carrying on without them", exc)
+            self._broken = True
+
+    def job_progress(self, redis: Redis, job_id: str, *, force: bool = False) -> None:
+        """Emit the job's status if no other process did so in the last 100 ms (or if ``force``)."""
+        if not self.redis_url:
+            return
+        if not force and not redis.set(keys.emit_gate(job_id), 1, nx=True, px=PROGRESS_INTERVAL_MS):
+            return
+        from hydra.queue import job_status
+
+        try:
+            self.emit("job", job_status(redis, job_id))
+        except Exception as exc:
+            log.debug("no progress event for %s: %s", job_id, exc)

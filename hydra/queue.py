@@ -1,0 +1,235 @@
+"""The scheduler side: create a job, cut it into chunks, enqueue tickets, read and end jobs.
+
+Cutting: an *adaptive* job starts as one chunk per live worker (at least one); workers split
+chunks when they claim them, so sizes follow each worker's measured speed (see
+:mod:`hydra.worker`). A *fixed* job is cut here into equal chunks of ``chunk_units`` units that
+are never split: the proof of concept's static scheme, kept for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from hydra import keys
+from hydra.chunks import ChunkDescriptor, enqueue_tickets, new_job_id, rq_queue
+from hydra.errors import InvalidInput, JobFailed, NoSuchJob
+from hydra.scripts import Scripts, script_keys
+from hydra.settings import Settings
+from hydra.tasks import get_task
+
+ACTIVE = ("queued", "running")
+ENDED = ("done", "failed", "cancelled")
+MAX_CHUNKS = 100_000
+# How long a ticket may wait on the queue before the monitor checks it is still there.
+PENDING_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    chunk_seconds: float = 2.0
+    max_attempts: int = 3
+    result_ttl: int = 7 * 24 * 3600
+    # None: adaptive chunks. An integer: fixed chunks of that many units, never split.
+    chunk_units: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> SubmitOptions:
+        base = cls(
+            chunk_seconds=settings.chunk_seconds, max_attempts=settings.max_attempts, result_ttl=settings.result_ttl
+        )
+        return cls(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+
+
+def live_workers(redis: Redis) -> list[str]:
+    """Names of workers whose heartbeat has not expired."""
+    names = [n.decode() for n in redis.zrange(keys.WORKERS, 0, -1)]
+    if not names:
+        return []
+    alive = redis.mget([keys.worker_alive(n) for n in names])
+    return [n for n, beat in zip(names, alive, strict=True) if beat is not None]
+
+
+def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: SubmitOptions | None = None) -> str:
+    """Check the parameters, write the job record and its chunks, enqueue the tickets; return the job id."""
+    options = options or SubmitOptions()
+    task = get_task(task_name)
+    parsed = task.parse(params)
+    plan = task.plan(parsed)
+    if options.chunk_units is not None and options.chunk_units < 1:
+        raise InvalidInput(f"--chunk-units must be at least 1, got {options.chunk_units}")
+    if options.chunk_units is None:
+        step = -(-plan.units_total // max(1, len(live_workers(redis))))
+    else:
+        step = options.chunk_units
+    if -(-plan.units_total // step) > MAX_CHUNKS:
+        raise InvalidInput(f"that would make more than {MAX_CHUNKS} chunks; use larger chunks")
+    job_id = new_job_id()
+    seed = int(parsed.get("seed", 0))
+    chunks = [
+        ChunkDescriptor(job_id, i, task.name, seed, first, min(step, plan.units_total - first))
+        for i, first in enumerate(range(0, plan.units_total, step))
+    ]
+    now = time.time()
+    record = {
+        "id": job_id,
+        "task": task.name,
+        "params": json.dumps(parsed),
+        "seed": seed,
+        "state": "queued",
+        "units_total": plan.units_total,
+        "units_claimed": 0,
+        "units_done": 0,
+        "next_chunk": len(chunks),
+        "display_unit": task.display_unit,
+        "display_total": task.display_size(parsed, 0, plan.units_total),
+        "created": now,
+        "chunk_seconds": options.chunk_seconds,
+        "max_attempts": options.max_attempts,
+        "result_ttl": options.result_ttl,
+        "chunking": "adaptive" if options.chunk_units is None else "fixed",
+        **{f"sum:{name}": 0 for name in task.sums},
+    }
+    pipe = redis.pipeline()
+    pipe.hset(keys.job(job_id), mapping=record)
+    if plan.data:
+        pipe.set(keys.data(job_id), plan.data)
+    pipe.hset(
+        keys.chunks(job_id),
+        mapping={
+            c.chunk: json.dumps({"first": c.first, "count": c.count, "state": "pending", "attempt": 0}) for c in chunks
+        },
+    )
+    pipe.zadd(keys.PENDING, {keys.chunk_member(job_id, c.chunk): now + PENDING_GRACE for c in chunks})
+    pipe.zadd(keys.JOBS, {job_id: now})
+    pipe.execute()
+    enqueue_tickets(redis, chunks, result_ttl=options.result_ttl)
+    return job_id
+
+
+def read_job(redis: Redis, job_id: str) -> dict[str, Any]:
+    """The job record with numbers and params decoded; raises :class:`NoSuchJob`."""
+    raw = redis.hgetall(keys.job(job_id)) if _plausible_id(job_id) else {}
+    if not raw:
+        raise NoSuchJob(f"no job {job_id!r} (it never existed, or its results expired)")
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    record["params"] = json.loads(record["params"])
+    for name in ("units_total", "units_claimed", "units_done", "display_total", "max_attempts", "seed"):
+        record[name] = int(record[name])
+    for name in ("created", "started", "finished", "chunk_seconds"):
+        if name in record:
+            record[name] = float(record[name])
+    for name in [k for k in record if k.startswith("sum:")]:
+        record[name] = int(record[name])
+    return record
+
+
+def _plausible_id(job_id: str) -> bool:
+    return isinstance(job_id, str) and 0 < len(job_id) <= 64 and job_id.isalnum()
+
+
+def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a person (CLI, page) wants to know about a job, as a JSON-ready dict."""
+    record = record or read_job(redis, job_id)
+    task = get_task(record["task"])
+    now = time.time()
+    end = record.get("finished", now)
+    started = record.get("started")
+    done_units = record["units_done"]
+    display_done = task.display_size(record["params"], 0, done_units) if done_units else 0
+    if done_units == record["units_total"]:
+        display_done = record["display_total"]
+    elapsed = end - record["created"]
+    running_for = end - started if started else 0.0
+    rate = display_done / running_for if running_for > 0 else 0.0
+    remaining = record["display_total"] - display_done
+    status: dict[str, Any] = {
+        "job": job_id,
+        "task": record["task"],
+        "state": record["state"],
+        "params": record["params"],
+        "unit": record["display_unit"],
+        "done": display_done,
+        "total": record["display_total"],
+        "progress": display_done / record["display_total"] if record["display_total"] else 1.0,
+        "rate": rate,
+        "eta": remaining / rate if rate > 0 and record["state"] in ACTIVE else None,
+        "elapsed": elapsed,
+        "created": record["created"],
+        "chunking": record["chunking"],
+        "workers": redis.scard(keys.job_workers(job_id)),
+    }
+    if record.get("error"):
+        status["error"] = record["error"]
+    if record["state"] == "done":
+        status["result"] = result_of(redis, job_id, record)
+    return status
+
+
+def result_of(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The finished job's result: the task's summary plus timing and the workers that took part."""
+    record = record or read_job(redis, job_id)
+    if record["state"] != "done":
+        reason = f": {record['error']}" if record.get("error") else ""
+        raise JobFailed(f"job {job_id} is {record['state']}{reason}")
+    seconds = record["finished"] - record["created"]
+    summary = get_task(record["task"]).summarize(record)
+    return {
+        "job": job_id,
+        "task": record["task"],
+        **summary,
+        "seconds": seconds,
+        f"{record['display_unit']}_per_second": record["display_total"] / seconds if seconds > 0 else None,
+        "workers": redis.scard(keys.job_workers(job_id)),
+    }
+
+
+def cancel(redis: Redis, job_id: str) -> bool:
+    """End an active job: its tickets leave the queue and its chunks the deadline set. False if it had ended."""
+    read_job(redis, job_id)
+    scripts = Scripts(redis)
+    return bool(
+        scripts.end(
+            keys=script_keys(job_id, rq_queue(redis).key), args=[job_id, "cancelled", time.time(), "cancelled by user"]
+        )
+    )
+
+
+def list_jobs(redis: Redis, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest jobs first; expired ones are skipped."""
+    out = []
+    for raw in redis.zrevrange(keys.JOBS, 0, limit - 1):
+        try:
+            out.append(job_status(redis, raw.decode()))
+        except NoSuchJob:
+            continue
+    return out
+
+
+def wait_for_job(
+    redis: Redis,
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.1,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Block until the job has ended (done, failed or cancelled); return its final status.
+
+    Progress is a read of the job record, so this is cheap; raises TimeoutError after ``timeout``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = job_status(redis, job_id)
+        if on_progress:
+            on_progress(status)
+        if status["state"] in ENDED:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status['state']} after {timeout} s")
+        time.sleep(poll)
