@@ -58,22 +58,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def spawn(
-    args: list[str],
-    *,
-    env: dict[str, str] | None = None,
-    log_path: Path | None = None,
-) -> subprocess.Popen:
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+def spawn(args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """Start a child that dies with us; its output goes to ``log_path`` (or nowhere)."""
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen(
-        args,
-        env={**os.environ, **(env or {})},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=preexec,
-    )
+    full_env = {**os.environ, **(env or {})}
+    if log_path is None:
+        return subprocess.Popen(
+            args,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=preexec,
+        )
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            args, env=full_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=preexec
+        )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -164,20 +165,23 @@ class LocalCluster:
         monitor: bool = True,
         web_port: int | None = None,
         env: dict[str, str] | None = None,
+        redis_url: str | None = None,
     ) -> None:
-        self.n_workers = workers or os.cpu_count() or 1
+        """With ``redis_url``, use that Redis instead of starting a private one."""
+        self.n_workers = (os.cpu_count() or 1) if workers is None else workers
         self.with_monitor = monitor
         self.web_port = web_port
         self.env = env or {}
         self._tmp = tempfile.TemporaryDirectory(prefix="hydra-")
         self.directory = Path(self._tmp.name)
-        self.redis = RedisServer(self.directory)
+        self.redis = None if redis_url else RedisServer(self.directory)
+        self._url = redis_url
         self.workers: list[subprocess.Popen] = []
         self.others: list[subprocess.Popen] = []
 
     @property
     def url(self) -> str:
-        return self.redis.url
+        return self._url or self.redis.url  # type: ignore[union-attr]
 
     @property
     def web_url(self) -> str | None:
@@ -193,7 +197,8 @@ class LocalCluster:
         }
 
     def start(self) -> LocalCluster:
-        self.redis.start()
+        if self.redis:
+            self.redis.start()
         if self.with_monitor:
             self.others.append(
                 spawn(
@@ -236,7 +241,8 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.redis.stop()
+        if self.redis:
+            self.redis.stop()
         self._tmp.cleanup()
 
     def __enter__(self) -> LocalCluster:
