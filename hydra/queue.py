@@ -163,6 +163,7 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
         "created": record["created"],
         "chunking": record["chunking"],
         "workers": redis.scard(keys.job_workers(job_id)),
+        "requeued": int(record.get("requeued", 0)),
     }
     if record.get("error"):
         status["error"] = record["error"]

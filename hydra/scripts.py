@@ -154,6 +154,7 @@ redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 redis.call('ZREM', KEYS[8], member)
 redis.call('ZADD', KEYS[9], tonumber(ARGV[3]) + tonumber(ARGV[7]), member)
 redis.call('HINCRBY', KEYS[1], 'units_claimed', -c.count)
+redis.call('HINCRBY', KEYS[1], 'requeued', 1)
 return {1, c.first, c.count, c.attempt}
 """
 )

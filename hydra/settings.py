@@ -38,6 +38,8 @@ class Settings:
     # Benchmark-only: a worker runs at this fraction of its speed by sleeping for the rest.
     throttle: float = 1.0
     device: str = "auto"
+    # Test-only fault injection: "raise" makes every chunk raise. Empty in real use.
+    fault: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -21,6 +21,7 @@ probe chunk first. Speeds are exponential moving averages kept in Redis (``hydra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -188,6 +189,8 @@ class ChunkRunner:
         self.redis.hset(keys.worker(self.name), "current", keys.chunk_member(chunk.job, chunk.chunk))
         started = time.perf_counter()
         try:
+            if self.settings.fault == "raise":
+                raise RuntimeError("injected fault (HYDRA_FAULT=raise)")
             result = task.run(ctx.params, ctx.data, chunk.seed, first, count)
             task.check_result(ctx.params, count, result)
         except Exception as exc:
@@ -355,12 +358,18 @@ class HydraWorker(SimpleWorker):
         heart.start()
         try:
             while True:
-                worked = super().work(burst=burst, **kwargs)
+                try:
+                    worked = super().work(burst=burst, **kwargs)
+                except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+                    log.warning("worker %s: lost Redis (%s)", self.name, exc)
+                    worked = True
                 if burst or self._stop_requested:
                     return worked
                 # rq's loop returns on any error it did not expect (a Redis restart, say): resume it.
                 log.warning("worker %s: rq's loop stopped; resuming once Redis answers", self.name)
                 patiently(self.connection.ping, patience=float("inf"))
+                with contextlib.suppress(redis_lib.RedisError):
+                    self.register_death()  # rq refuses to start a worker whose key says it is alive
         finally:
             heart.stopped.set()
             self.hydra.unregister()

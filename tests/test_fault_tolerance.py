@@ -1,0 +1,152 @@
+"""Real kills, real restarts: the job still ends with the exact count, counted once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from hydra import keys
+from hydra.connection import connect
+from hydra.kernels.pi import count_inside_samples
+from hydra.local import RedisServer, spawn, stop_process
+from hydra.queue import SubmitOptions, job_status, read_job, result_of, submit, wait_for_job
+from tests.conftest import run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def assert_no_leftovers(client, job_id: str) -> None:
+    """An ended job leaves nothing in the queue, the deadline set or the pending set."""
+    members = [m.decode() for m in client.zrange(keys.DEADLINES, 0, -1) + client.zrange(keys.PENDING, 0, -1)]
+    assert not [m for m in members if m.startswith(job_id)]
+    assert not [t for t in client.lrange("rq:queue:hydra", 0, -1) if job_id in t.decode()]
+    assert not client.exists(keys.chunks(job_id))
+
+
+def test_chaos_sigkill_a_worker_every_second(client, cluster_factory):
+    samples, seed = 4_000_000_000, 99
+    cluster = cluster_factory(3)
+    cluster.wait_for_workers(3)
+    job_id = submit(client, "pi", {"samples": samples, "seed": seed},
+                    SubmitOptions(chunk_seconds=0.5, max_attempts=1000))
+    stop, kills = threading.Event(), []
+
+    def chaos() -> None:
+        rng = random.Random(1)
+        while not stop.wait(1.0):
+            alive = [p for p in cluster.workers if p.poll() is None]
+            victim = rng.choice(alive)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills.append(victim.pid)
+            cluster.add_worker()
+
+    thread = threading.Thread(target=chaos)
+    thread.start()
+    try:
+        status = wait_for_job(client, job_id, timeout=240)
+    finally:
+        stop.set()
+        thread.join()
+    assert status["state"] == "done", status
+    assert len(kills) >= 2
+    assert result_of(client, job_id)["inside"] == count_inside_samples(seed, 0, samples)
+    assert read_job(client, job_id)["units_done"] == read_job(client, job_id)["units_total"]
+    assert_no_leftovers(client, job_id)
+
+
+def test_killed_worker_chunk_is_requeued_and_monitor_can_be_replaced(client, cluster_factory):
+    samples, seed = 3_000_000_000, 5
+    cluster = cluster_factory(2, monitor=False)
+    cluster.wait_for_workers(2)
+    env = cluster.child_env()
+    first_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
+    job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=1.0))
+    wait_until(lambda: client.zcard(keys.DEADLINES) >= 2, what="two running chunks")
+    first_monitor.send_signal(signal.SIGKILL)
+    first_monitor.wait()
+    cluster.kill_worker(cluster.workers[0])
+    second_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
+    try:
+        status = wait_for_job(client, job_id, timeout=180)
+    finally:
+        stop_process(second_monitor)
+    assert status["state"] == "done"
+    assert status["requeued"] >= 1
+    assert result_of(client, job_id)["inside"] == count_inside_samples(seed, 0, samples)
+
+
+def test_redis_restart_mid_job_gives_the_undisturbed_result(tmp_path: Path, cluster_factory):
+    from hydra.local import LocalCluster
+
+    aof = ["--appendonly", "yes", "--appendfsync", "everysec"]
+    server = RedisServer(tmp_path, extra=aof).start()
+    cluster = LocalCluster(2, redis_url=server.url)
+    client = connect(server.url)
+    try:
+        cluster.start()
+        samples, seed = 4_000_000_000, 11
+        job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=0.5))
+        wait_until(lambda: job_status(client, job_id)["progress"] > 0.2, timeout=120, what="20% progress")
+        server.stop()
+        server.start()
+        status = wait_for_job(client, job_id, timeout=240)
+        assert status["state"] == "done", status
+        assert result_of(client, job_id)["inside"] == count_inside_samples(seed, 0, samples)
+        record = read_job(client, job_id)
+        assert record["units_done"] == record["units_total"]
+        assert all(p.poll() is None for p in cluster.workers), "a worker died with the Redis restart"
+    finally:
+        client.close()
+        cluster.stop()
+        server.stop()
+
+
+def test_worker_survives_malformed_tickets_and_refuses_foreign_code(tmp_path, client, cluster_factory):
+    cluster = cluster_factory(1)
+    cluster.wait_for_workers(1)
+    worker = cluster.workers[0]
+    marker = tmp_path / "pwned"
+    json_queue = Queue("hydra", connection=client, serializer=JSONSerializer)
+    client.lpush("rq:queue:hydra", "garbage{not-a-ticket")
+    json_queue.enqueue_call("hydra.tasks.run_chunk", args=("not a dict",))
+    json_queue.enqueue_call("hydra.tasks.run_chunk", args=({"job": "x", "chunk": "1"},))
+    json_queue.enqueue_call("hydra.tasks.run_chunk", args=({
+        "job": "0123456789ab", "chunk": 0, "task": "pi", "seed": 1, "first": 0, "count": 10**30},))
+    json_queue.enqueue_call("hydra.tasks.run_chunk", args=({
+        "job": "0123456789ab", "chunk": 0, "task": "os.system", "seed": 1, "first": 0, "count": 1},))
+    json_queue.enqueue_call("os.system", args=(f"touch {marker}",))
+    Queue("hydra", connection=client).enqueue_call(Path.touch, args=(marker,))  # pickled payload
+    job_id = submit(client, "pi", {"samples": "2e7", "seed": 3}, SubmitOptions())
+    assert wait_for_job(client, job_id, timeout=60)["state"] == "done"
+    assert worker.poll() is None
+    assert not marker.exists()
+    errors = b"\n".join(client.lrange(keys.ERRORS, 0, -1)).decode()
+    for expected in ("malformed", "os.system", "not a JSON chunk descriptor", "count must be an integer in"):
+        assert expected in errors, expected
+
+
+def test_a_chunk_that_always_raises_fails_the_job_cleanly(redis_server, client, cluster_factory):
+    healthy = cluster_factory(1)
+    earlier = submit(client, "pi", {"samples": "1e7"}, SubmitOptions())
+    wait_for_job(client, earlier, timeout=60)
+    before = client.hgetall(keys.job(earlier))
+    healthy.stop()
+    faulty = cluster_factory(1, env={"HYDRA_FAULT": "raise"})
+    job_id = submit(client, "pi", {"samples": "1e8"}, SubmitOptions(max_attempts=3))
+    status = wait_for_job(client, job_id, timeout=60)
+    assert status["state"] == "failed"
+    assert "failed 3 times" in status["error"] and "injected fault" in status["error"]
+    assert faulty.workers[0].poll() is None
+    shown = run_cli("--redis-url", redis_server.url, "status", job_id)
+    assert "injected fault" in shown.stdout
+    result = run_cli("--redis-url", redis_server.url, "result", job_id)
+    assert result.returncode != 0 and result.stderr.count("\n") == 1 and "failed" in result.stderr
+    assert_no_leftovers(client, job_id)
+    assert client.hgetall(keys.job(earlier)) == before
