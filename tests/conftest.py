@@ -55,8 +55,9 @@ class Cluster(LocalCluster):
     def wait_for_workers(self, n: int, timeout: float = 60.0) -> list[str]:
         c = connect(self.url)
         try:
-            return wait_until(lambda: (names := live_workers(c)) and len(names) >= n and names, timeout,
-                              what=f"{n} live workers")
+            return wait_until(
+                lambda: (names := live_workers(c)) and len(names) >= n and names, timeout, what=f"{n} live workers"
+            )
         finally:
             c.close()
 
@@ -82,5 +83,11 @@ def cluster_factory(redis_server: RedisServer) -> Iterator[Callable[..., Cluster
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m hydra ARGS`` as a user would, capturing output."""
-    return subprocess.run([sys.executable, "-m", "hydra", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "hydra", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )

@@ -33,8 +33,9 @@ def test_chaos_sigkill_a_worker_every_second(client, cluster_factory):
     samples, seed = 4_000_000_000, 99
     cluster = cluster_factory(3)
     cluster.wait_for_workers(3)
-    job_id = submit(client, "pi", {"samples": samples, "seed": seed},
-                    SubmitOptions(chunk_seconds=0.5, max_attempts=1000))
+    job_id = submit(
+        client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=0.5, max_attempts=1000)
+    )
     stop, kills = threading.Event(), []
 
     def chaos() -> None:
@@ -117,10 +118,14 @@ def test_worker_survives_malformed_tickets_and_refuses_foreign_code(tmp_path, cl
     client.lpush("rq:queue:hydra", "garbage{not-a-ticket")
     json_queue.enqueue_call("hydra.tasks.run_chunk", args=("not a dict",))
     json_queue.enqueue_call("hydra.tasks.run_chunk", args=({"job": "x", "chunk": "1"},))
-    json_queue.enqueue_call("hydra.tasks.run_chunk", args=({
-        "job": "0123456789ab", "chunk": 0, "task": "pi", "seed": 1, "first": 0, "count": 10**30},))
-    json_queue.enqueue_call("hydra.tasks.run_chunk", args=({
-        "job": "0123456789ab", "chunk": 0, "task": "os.system", "seed": 1, "first": 0, "count": 1},))
+    json_queue.enqueue_call(
+        "hydra.tasks.run_chunk",
+        args=({"job": "0123456789ab", "chunk": 0, "task": "pi", "seed": 1, "first": 0, "count": 10**30},),
+    )
+    json_queue.enqueue_call(
+        "hydra.tasks.run_chunk",
+        args=({"job": "0123456789ab", "chunk": 0, "task": "os.system", "seed": 1, "first": 0, "count": 1},),
+    )
     json_queue.enqueue_call("os.system", args=(f"touch {marker}",))
     Queue("hydra", connection=client).enqueue_call(Path.touch, args=(marker,))  # pickled payload
     job_id = submit(client, "pi", {"samples": "2e7", "seed": 3}, SubmitOptions())
