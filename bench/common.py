@@ -84,3 +84,25 @@ def save(name: str, data: Any) -> Path:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def bar_chart(
+    path: Path, title: str, labels: Sequence[str], values: Sequence[float], ylabel: str, reference: float | None = None
+) -> Path:
+    """A small PNG bar chart (matplotlib, a benchmark-only dependency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.bar(labels, values, color=["#5b8def", "#f39c4a", "#4caf7d", "#c05bd6"][: len(values)])
+    if reference is not None:
+        ax.axhline(reference, color="#444", linestyle="--", linewidth=1)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

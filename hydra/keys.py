@@ -19,7 +19,7 @@ hydra:job:<job>:chunks            hash    chunk id → chunk JSON for chunks not
                                           worker, deadline}). Lua scripts only
 hydra:job:<job>:tickets           set     rq job ids of this job's tickets still      deleted when the job
                                           waiting on the queue. scheduler, workers    ends
-hydra:job:<job>:workers           set     names of workers whose results counted      result TTL
+hydra:job:<job>:workers           hash    worker name → units it counted              result TTL
 hydra:job:<job>:blobs             hash    chunk id → compressed result (tiles)        result TTL
 hydra:job:<job>:trace             list    "units_done inside" after each chunk, for   result TTL
                                           the convergence chart

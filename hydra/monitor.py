@@ -215,8 +215,8 @@ class Monitor:
                 break
             if chunk.get("spec"):
                 continue
-            record = self.redis.hmget(keys.job(job_id), "task", "params", "state")
-            if record[0] is None or record[2] != b"running":
+            record = self.redis.hmget(keys.job(job_id), "task", "params", "state", "speculate")
+            if record[0] is None or record[2] != b"running" or record[3] == b"0":
                 continue
             task = get_task(record[0].decode())
             params = json.loads(record[1])

@@ -37,6 +37,8 @@ class SubmitOptions:
     result_ttl: int = 7 * 24 * 3600
     # None: adaptive chunks. An integer: fixed chunks of that many units, never split.
     chunk_units: int | None = None
+    # Let the monitor queue copies of slow chunks at the tail of the job.
+    speculate: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> SubmitOptions:
@@ -93,6 +95,7 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         "max_attempts": options.max_attempts,
         "result_ttl": options.result_ttl,
         "chunking": "adaptive" if options.chunk_units is None else "fixed",
+        "speculate": int(options.speculate),
         **{f"sum:{name}": 0 for name in task.sums},
     }
     pipe = redis.pipeline()
@@ -162,7 +165,7 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
         "elapsed": elapsed,
         "created": record["created"],
         "chunking": record["chunking"],
-        "workers": redis.scard(keys.job_workers(job_id)),
+        "workers": redis.hlen(keys.job_workers(job_id)),
         "requeued": int(record.get("requeued", 0)),
     }
     if record.get("error"):
@@ -186,8 +189,13 @@ def result_of(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None
         **summary,
         "seconds": seconds,
         f"{record['display_unit']}_per_second": record["display_total"] / seconds if seconds > 0 else None,
-        "workers": redis.scard(keys.job_workers(job_id)),
+        "workers": redis.hlen(keys.job_workers(job_id)),
     }
+
+
+def units_by_worker(redis: Redis, job_id: str) -> dict[str, int]:
+    """How many units each worker's results counted for in the job."""
+    return {k.decode(): int(v) for k, v in redis.hgetall(keys.job_workers(job_id)).items()}
 
 
 def cancel(redis: Redis, job_id: str) -> bool:

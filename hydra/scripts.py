@@ -118,7 +118,7 @@ for i = 8, #ARGV, 2 do
 end
 redis.call('RPUSH', KEYS[6], point)
 redis.call('LTRIM', KEYS[6], -10000, -1)
-redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HINCRBY', KEYS[4], ARGV[3], c.count)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[7]) end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'units_total')) then
   finish('done', ARGV[4], '')

@@ -1,0 +1,28 @@
+"""Adaptive chunking on real workers of unequal speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydra.kernels.pi import count_inside_samples
+from hydra.queue import SubmitOptions, result_of, submit, units_by_worker, wait_for_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_tenth_speed_worker_does_about_a_tenth_of_the_work(client, cluster_factory):
+    cluster = cluster_factory(0)
+    cluster.add_worker({"HYDRA_THROTTLE": "1"})
+    cluster.add_worker({"HYDRA_THROTTLE": "0.1"})
+    names = cluster.wait_for_workers(2)
+    warm = submit(client, "pi", {"samples": "2e8", "seed": 1}, SubmitOptions(chunk_seconds=0.5))
+    wait_for_job(client, warm, timeout=120)
+    samples, seed = 4_000_000_000, 21
+    job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=0.5))
+    assert wait_for_job(client, job_id, timeout=300)["state"] == "done"
+    assert result_of(client, job_id)["inside"] == count_inside_samples(seed, 0, samples)
+    done = units_by_worker(client, job_id)
+    slow = min(names, key=lambda n: float(client.hget(f"hydra:worker:{n}", "rate:pi")))
+    share = done.get(slow, 0) / sum(done.values())
+    # Ideal share of a worker at 1/10 of the other's speed is 1/11 ≈ 0.09.
+    assert 0.02 < share < 0.25, (share, done)
