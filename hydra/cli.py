@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import redis as redis_lib
@@ -21,7 +22,7 @@ from hydra import __version__
 from hydra.connection import check_reachable, connect, redact
 from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
-from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, result_of, submit, wait_for_job
+from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
 from hydra.settings import Settings
 from hydra.tasks import TASKS, get_task
 
@@ -31,6 +32,17 @@ TASK_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--samples", {"default": "1e9", "help": "number of samples: 1e10, 10000000000 or 10_000_000_000"}),
         ("--seed", {"default": None, "help": "seed of the sample stream (default 2026)"}),
     ],
+    "mandelbrot": [
+        ("--width", {"default": "1024", "help": "image width in pixels (1..65536)"}),
+        ("--height", {"default": None, "help": "image height in pixels (default: the width)"}),
+        ("--max-iter", {"default": "1000", "help": "iterations before a point counts as inside (1..1e7)"}),
+        ("--center", {"default": "-0.5,0", "help": "centre of the view as re,im"}),
+        ("--span", {"default": "3", "help": "width of the view in the complex plane"}),
+    ],
+}
+# Where a finished job's outputs go: (flag, help). Not job parameters; checked before submitting.
+OUTPUT_OPTIONS: dict[str, list[tuple[str, str]]] = {
+    "mandelbrot": [("--out", "write the picture to this PNG"), ("--counts", "write the escape counts to this .npy")],
 }
 
 
@@ -52,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         task_parser = tasks.add_parser(name, help=f"a {name} job")
         for flag, options in TASK_OPTIONS.get(name, []):
             task_parser.add_argument(flag, **options)
+        for flag, text in OUTPUT_OPTIONS.get(name, []):
+            task_parser.add_argument(flag, default=None, help=text)
         _add_submit_options(task_parser)
 
     status = commands.add_parser("status", help="jobs and their progress (one job with JOB)")
@@ -60,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     result = commands.add_parser("result", help="the result of a finished job")
     result.add_argument("job")
     result.add_argument("--json", action="store_true")
+    for flag, text in {f: t for options in OUTPUT_OPTIONS.values() for f, t in options}.items():
+        result.add_argument(flag, default=None, help=text)
     commands.add_parser("cancel", help="cancel a job").add_argument("job")
     commands.add_parser("workers", help="workers, their speed and what they run").add_argument(
         "--json", action="store_true"
@@ -86,8 +102,19 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 
 
+def _glue_negative_values(argv: list[str]) -> list[str]:
+    """``--center -0.5,0`` → ``--center=-0.5,0``: argparse would take the value for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--center", "--span") and arg[:1] == "-" and arg[1:2] in set("0123456789."):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.INFO if args.command in ("monitor", "web") else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -134,6 +161,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = {k: v for k, v in params.items() if v is not None}
     task = get_task(args.task)
     params = task.parse(params)  # bad input fails here, before anything starts or is written
+    _check_outputs(args)
     if args.workers is not None and not 1 <= args.workers <= 1024:
         raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
     if args.chunk_units is not None and args.chunk_units < 1:
@@ -163,7 +191,7 @@ def _submit_and_wait(
         print(f"job {job_id}: {args.task} ({shown})", file=sys.stderr)
     bar = None if args.json else ProgressBar()
     try:
-        status = wait_for_job(client, job_id, timeout=args.timeout, on_progress=bar.update if bar else None)
+        wait_for_job(client, job_id, timeout=args.timeout, on_progress=bar.update if bar else None)
     except KeyboardInterrupt:
         if bar:
             bar.close()
@@ -175,12 +203,28 @@ def _submit_and_wait(
     finally:
         if bar:
             bar.close()
-    return _print_result(client, job_id, args.json, status)
+    return _print_result(client, job_id, args)
 
 
-def _print_result(client: redis_lib.Redis, job_id: str, as_json: bool, status: dict[str, Any] | None = None) -> int:
-    status = status or job_status(client, job_id)
+def _check_outputs(args: argparse.Namespace) -> None:
+    from hydra.images import check_writable
+
+    for name, what in (("out", "the picture"), ("counts", "the counts")):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name), what)
+
+
+def _print_result(client: redis_lib.Redis, job_id: str, args: argparse.Namespace) -> int:
+    as_json = args.json
     result = result_of(client, job_id)  # raises JobFailed for failed or cancelled jobs
+    if getattr(args, "out", None) or getattr(args, "counts", None):
+        from hydra.images import assemble
+
+        _check_outputs(args)
+        record = read_job(client, job_id)
+        counts = Path(args.counts) if args.counts else None
+        assemble(client, job_id, record["params"], counts_path=counts, png_path=Path(args.out) if args.out else None)
+        result["files"] = [str(p) for p in (args.out, args.counts) if p]
     if as_json:
         print(json.dumps(result))
         return 0
@@ -198,11 +242,21 @@ def _format_pi(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _format_mandelbrot(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"mandelbrot {result['width']}×{result['height']} max-iter {result['max_iter']} "
+        f"centre {result['center'][0]},{result['center'][1]} span {result['span']}",
+        f"{human(result['iterations'])} iterations  {result['seconds']:.2f} s  "
+        f"{human(result['pixels_per_second'])} pixels/s  {result['workers']} workers  job {result['job']}",
+    ]
+    return lines + [f"wrote {path}" for path in result.get("files", [])]
+
+
 def _format_generic(result: dict[str, Any]) -> list[str]:
     return [json.dumps(result, indent=2)]
 
 
-RESULT_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pi": _format_pi}
+RESULT_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pi": _format_pi, "mandelbrot": _format_mandelbrot}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -236,7 +290,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    return _print_result(_client(_settings(args).redis_url), args.job, args.json)
+    return _print_result(_client(_settings(args).redis_url), args.job, args)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

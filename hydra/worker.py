@@ -211,6 +211,8 @@ class ChunkRunner:
         pipe.hset(keys.worker(self.name), "current", "")
         pipe.hincrby(keys.worker(self.name), "chunks", 1)
         patiently(pipe.execute)
+        if outcome and self.events.redis_url and (tile := task.announce(chunk.job, ctx.params, result)):
+            self.events.emit("tile", tile)
         self.events.job_progress(self.redis, chunk.job, force=outcome == 2)
         if outcome == 2:
             self._contexts.pop(chunk.job, None)

@@ -10,11 +10,12 @@ from typing import Any
 
 from hydra.errors import InvalidInput
 from hydra.tasks.base import Task
+from hydra.tasks.mandelbrot import MandelbrotTask
 from hydra.tasks.pi import PiTask
 
 ENTRY_POINT = "hydra.tasks.run_chunk"
 
-TASKS: dict[str, Task] = {task.name: task for task in (PiTask(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (PiTask(), MandelbrotTask())}
 
 
 def get_task(name: str) -> Task:

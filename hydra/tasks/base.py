@@ -65,6 +65,10 @@ class Task(ABC):
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernel, so that the first chunk's timing measures only the kernel."""
 
+    def announce(self, job_id: str, params: dict[str, Any], result: ChunkResult) -> dict[str, Any] | None:
+        """A ``tile``-style event for the live page about a finished chunk, or None."""
+        return None
+
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         """Refuse results no honest worker produces (e.g. a blob larger than the task allows)."""
         if result.blob:
