@@ -95,6 +95,19 @@ def patiently(call, patience: float = REDIS_PATIENCE):
             delay = min(delay * 2, 2.0)
 
 
+def pick_device(wanted: str) -> str:
+    """ "cuda" when asked for or (with "auto") when a CUDA GPU is there, else "cpu"."""
+    if wanted == "cpu":
+        return "cpu"
+    from hydra.kernels.cuda import cuda_available
+
+    if cuda_available():
+        return "cuda"
+    if wanted == "cuda":
+        raise HydraError("HYDRA_DEVICE=cuda, but numba finds no CUDA GPU here")
+    return "cpu"
+
+
 @dataclass(frozen=True)
 class JobContext:
     task: str
@@ -117,6 +130,7 @@ class ChunkRunner:
         self.queue_key = rq_queue(redis).key
         self.events = Events.from_env()
         self.rates: dict[str, float] = {}
+        self.device = pick_device(settings.device)
         self._contexts: dict[str, JobContext] = {}
         self._warm: set[str] = set()
         self._cluster_rate: dict[str, tuple[float, float]] = {}
@@ -129,7 +143,7 @@ class ChunkRunner:
             "name": self.name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "device": "cpu",
+            "device": self.device,
             "started": time.time(),
             "chunks": 0,
             "current": "",
@@ -191,7 +205,7 @@ class ChunkRunner:
         try:
             if self.settings.fault == "raise":
                 raise RuntimeError("injected fault (HYDRA_FAULT=raise)")
-            result = task.run(ctx.params, ctx.data, chunk.seed, first, count)
+            result = task.run(ctx.params, ctx.data, chunk.seed, first, count, self.device)
             task.check_result(ctx.params, count, result)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"

@@ -60,7 +60,10 @@ class Task(ABC):
         """How many display units (samples, pixels) the unit range holds."""
 
     @abstractmethod
-    def run(self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int) -> ChunkResult: ...
+    def run(
+        self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"
+    ) -> ChunkResult:
+        """Compute units [first, first + count) on ``device`` ("cpu" or "cuda"); same result on both."""
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernel, so that the first chunk's timing measures only the kernel."""

@@ -101,10 +101,15 @@ class MandelbrotTask(Task):
         kernel.escape_counts(0.0, 0.0, 1.0, 1, 1, 1, 0, 1, np.empty((1, 1), np.uint16))
         kernel.escape_counts(0.0, 0.0, 1.0, 1, 1, 1, 0, 1, np.empty((1, 1), np.uint32))
 
-    def run(self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int) -> ChunkResult:
+    def run(
+        self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"
+    ) -> ChunkResult:
         p = params
         out = np.empty((count, p["width"]), dtype=count_dtype(p["max_iter"]))
-        total = kernel.escape_counts(*p["center"], p["span"], p["width"], p["height"], p["max_iter"], first, count, out)
+        compute = kernel.escape_counts
+        if device == "cuda":
+            from hydra.kernels.cuda import mandelbrot_escape_counts_cuda as compute
+        total = compute(*p["center"], p["span"], p["width"], p["height"], p["max_iter"], first, count, out)
         header = struct.pack(_HEADER, first, count)
         return ChunkResult(sums={"iterations": total}, blob=header + zlib.compress(out.tobytes(), 1))
 

@@ -49,8 +49,14 @@ class PiTask(Task):
     def warm_up(self) -> None:
         kernel.count_inside_samples(0, 0, 1)
 
-    def run(self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int) -> ChunkResult:
+    def run(
+        self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"
+    ) -> ChunkResult:
         start, n = self._samples(params, first, count)
+        if device == "cuda":
+            from hydra.kernels.cuda import pi_count_inside_cuda
+
+            return ChunkResult(sums={"inside": pi_count_inside_cuda(seed, start, n)})
         return ChunkResult(sums={"inside": kernel.count_inside_samples(seed, start, n)})
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
