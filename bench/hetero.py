@@ -33,11 +33,11 @@ def rates(client) -> dict[str, float]:
     return {n.decode(): s for n, s in client.zrange(keys.rates("pi"), 0, -1, withscores=True)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="3e10")
     parser.add_argument("--speeds", default="1,1,0.25,0.1")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     samples = parse_count("samples", args.samples, low=1, high=10**16)
     speeds = [float(s) for s in args.speeds.split(",")]
     with LocalCluster(0) as cluster:

@@ -102,12 +102,12 @@ def _peak(pid: int) -> int:
     return 0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--workers", type=int, default=cores())
     parser.add_argument("--memory", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     memory(args.workers) if args.memory else throughput(args.size, args.workers)
 
 

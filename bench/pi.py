@@ -34,12 +34,12 @@ def measure(samples: int, workers: int, seed: int = 2026, repeats: int = 1) -> d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="1e10")
     parser.add_argument("--workers", type=int, default=cores())
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     r = measure(parse_count("samples", args.samples, low=1, high=10**16), args.workers, repeats=args.repeats)
     print(
         table(

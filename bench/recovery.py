@@ -45,10 +45,10 @@ def killed_run(cluster: WarmCluster, samples: int) -> tuple[float, float]:
     return recovered, result_of(client, job_id)["seconds"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="2e10")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     samples = parse_count("samples", args.samples, low=1, high=10**16)
     with WarmCluster(2) as cluster:
         undisturbed = cluster.run("pi", {"samples": samples, "seed": 3})["seconds"]

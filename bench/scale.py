@@ -14,11 +14,11 @@ from bench.common import OUT, WarmCluster, cores, save, table
 from hydra.tasks.base import parse_count
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="1e11")
     parser.add_argument("--max-workers", type=int, default=cores())
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     samples = parse_count("samples", args.samples, low=1, high=10**16)
     counts = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= args.max_workers]
     seconds, inside = {}, set()
