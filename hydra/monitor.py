@@ -34,11 +34,13 @@ from redis import Redis
 
 from hydra import keys
 from hydra.chunks import ChunkDescriptor, enqueue_tickets, rq_queue
+from hydra.errors import HydraError
 from hydra.events import Events
-from hydra.queue import PENDING_GRACE, live_workers
+from hydra.queue import PENDING_GRACE, job_status, live_workers
 from hydra.scripts import Scripts, script_keys
 from hydra.settings import Settings
 from hydra.tasks import TASKS, get_task
+from hydra.workers import worker_list
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ class Monitor:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._lease = redis.register_script(_EXTEND_LEASE)
         self._last_housekeeping = 0.0
+        self._last_cluster_event = 0.0
+        self._last_totals: dict[str, float] = {}
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Run passes until ``stop`` is set; Redis outages are waited out."""
@@ -235,10 +239,31 @@ class Monitor:
 
     # -- events and housekeeping -------------------------------------------------------------------
     def _emit(self, alive: set[str]) -> None:
+        """Progress of active jobs (coalesced), and once a second the workers and the cluster's throughput."""
         if not self.events.redis_url:
             return
-        for job_id in self._active_jobs():
+        active = self._active_jobs()
+        for job_id in active:
             self.events.job_progress(self.redis, job_id)
+        now = time.monotonic()
+        if now - self._last_cluster_event < 1.0:
+            return
+        self.events.emit("workers", worker_list(self.redis))
+        totals: dict[str, float] = {}
+        for job_id in active:
+            try:
+                status = job_status(self.redis, job_id)
+            except HydraError:
+                continue
+            totals[status["unit"]] = totals.get(status["unit"], 0.0) + status["done"]
+        elapsed = now - self._last_cluster_event
+        throughput = {
+            unit: max(0.0, (done - self._last_totals.get(unit, 0.0)) / elapsed)
+            for unit, done in totals.items()
+            if unit in self._last_totals
+        }
+        self._last_totals, self._last_cluster_event = totals, now
+        self.events.emit("cluster", {"time": time.time(), "workers": len(alive), "throughput": throughput})
 
     def _active_jobs(self) -> list[str]:
         ids = [j.decode() for j in self.redis.zrevrange(keys.JOBS, 0, 99)]

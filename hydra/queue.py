@@ -172,6 +172,8 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
         status["error"] = record["error"]
     if record["state"] == "done":
         status["result"] = result_of(redis, job_id, record)
+    elif done_units:
+        status["estimate"] = task.summarize(record)
     return status
 
 
