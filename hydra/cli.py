@@ -168,13 +168,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
     options = SubmitOptions.from_settings(settings, chunk_units=args.chunk_units, speculate=not args.no_speculate)
     if args.local:
-        from hydra.local import LocalCluster
+        from hydra.local import LocalCluster, free_port
 
         if args.detach:
             raise InvalidInput("--detach makes no sense with --local: the cluster stops when the job ends")
-        with LocalCluster(args.workers) as cluster:
+        with LocalCluster(args.workers, web_port=free_port()) as cluster:
+            cluster.wait_ready()
             if not args.json:
-                print(f"local cluster: {cluster.n_workers} workers on {cluster.url}", file=sys.stderr)
+                print(
+                    f"local cluster: {cluster.n_workers} workers on {cluster.url}; page {cluster.web_url}",
+                    file=sys.stderr,
+                )
             return _submit_and_wait(_client(cluster.url), args, params, options)
     return _submit_and_wait(_client(settings.redis_url), args, params, options)
 

@@ -219,6 +219,23 @@ class LocalCluster:
             self.add_worker()
         return self
 
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until every worker has a live heartbeat."""
+        from hydra.connection import connect
+        from hydra.queue import live_workers
+
+        client = connect(self.url)
+        deadline = time.monotonic() + timeout
+        try:
+            while len(live_workers(client)) < len(self.workers):
+                if time.monotonic() > deadline:
+                    raise HydraError(f"workers did not start within {timeout:.0f} s; see {self.directory}")
+                if any(p.poll() is not None for p in self.workers):
+                    raise HydraError(f"a worker exited at start; see the logs in {self.directory}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
     def add_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start one more ``rq worker hydra`` exactly as a volunteer would."""
         index = len(self.workers)

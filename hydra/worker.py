@@ -379,7 +379,7 @@ class HydraWorker(SimpleWorker):
                 except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
                     log.warning("worker %s: lost Redis (%s)", self.name, exc)
                     worked = True
-                if burst or self._stop_requested:
+                if burst or self._stop_requested or self._shutdown_requested_date:
                     return worked
                 # rq's loop returns on any error it did not expect (a Redis restart, say): resume it.
                 log.warning("worker %s: rq's loop stopped; resuming once Redis answers", self.name)
