@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="hydra", description="Volunteer computing on Redis and rq.")
     parser.add_argument("--version", action="version", version=f"hydra {__version__}")
     parser.add_argument("--redis-url", help="Redis of the deployment (default $HYDRA_REDIS_URL or local 6379)")
+    parser.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        default=None,
+        help="accept any TLS certificate from Redis (development only)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     sub = commands.add_parser("submit", help="submit a job and wait for its result")
@@ -83,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run a local cluster (Redis, monitor, workers, page) until Ctrl-C")
     up.add_argument("--workers", type=int, default=None, help="number of workers (default: one per core)")
     up.add_argument("--web-port", type=int, default=5000, help="port of the page (0: no page)")
+    up.add_argument("--tls", action="store_true", help="Redis speaks only TLS, with a generated local CA")
+    certs = commands.add_parser("certs", help="make a development CA and server certificate")
+    certs.add_argument("--out", required=True, help="folder for ca.pem, server.pem and their keys")
+    volunteer = commands.add_parser("volunteer", help="give or revoke a volunteer's own Redis credentials")
+    volunteer_commands = volunteer.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    add = volunteer_commands.add_parser("add", help="create a volunteer's ACL user and print its URL")
+    add.add_argument("name")
+    add.add_argument("--public-host", help="host name volunteers reach Redis at (default: that of --redis-url)")
+    volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument("name")
+    volunteer_commands.add_parser("list", help="volunteers with credentials")
     commands.add_parser("monitor", help="requeue chunks of vanished workers (long-running)")
     web = commands.add_parser("web", help="serve the live page")
     web.add_argument("--host", default="127.0.0.1")
@@ -92,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true", help="start a private cluster for this job, then stop it")
+    parser.add_argument("--tls", action="store_true", help="with --local: Redis speaks only TLS")
     parser.add_argument("--workers", type=int, default=None, help="workers for --local (default: one per core)")
     parser.add_argument("--detach", action="store_true", help="print the job id and return")
     parser.add_argument("--json", action="store_true", help="print only the result, as JSON")
@@ -140,11 +157,16 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return Settings.from_env(redis_url=args.redis_url, **overrides)
+    return Settings.from_env(redis_url=args.redis_url, tls_insecure=args.tls_insecure, **overrides)
 
 
-def _client(url: str) -> redis_lib.Redis:
-    client = connect(url)
+def _where(args: argparse.Namespace) -> tuple[str, bool]:
+    settings = _settings(args)
+    return settings.redis_url, settings.tls_insecure
+
+
+def _client(url: str, tls_insecure: bool = False) -> redis_lib.Redis:
+    client = connect(url, tls_insecure=tls_insecure)
     check_reachable(client, url)
     return client
 
@@ -172,7 +194,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         if args.detach:
             raise InvalidInput("--detach makes no sense with --local: the cluster stops when the job ends")
-        with LocalCluster(args.workers, web_port=free_port()) as cluster:
+        with LocalCluster(args.workers, web_port=free_port(), tls=args.tls) as cluster:
             cluster.wait_ready()
             if not args.json:
                 print(
@@ -180,7 +202,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             return _submit_and_wait(_client(cluster.url), args, params, options)
-    return _submit_and_wait(_client(settings.redis_url), args, params, options)
+    return _submit_and_wait(_client(settings.redis_url, settings.tls_insecure), args, params, options)
 
 
 def _submit_and_wait(
@@ -264,7 +286,7 @@ RESULT_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pi": _forma
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client = _client(_settings(args).redis_url)
+    client = _client(*_where(args))
     if args.job:
         status = job_status(client, args.job)
         if args.json:
@@ -294,11 +316,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    return _print_result(_client(_settings(args).redis_url), args.job, args)
+    return _print_result(_client(*_where(args)), args.job, args)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    client = _client(_settings(args).redis_url)
+    client = _client(*_where(args))
     if cancel(client, args.job):
         print(f"job {args.job} cancelled")
         return 0
@@ -309,7 +331,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_workers(args: argparse.Namespace) -> int:
     from hydra.workers import worker_list
 
-    client = _client(_settings(args).redis_url)
+    client = _client(*_where(args))
     workers = worker_list(client)
     if args.json:
         print(json.dumps(workers))
@@ -330,7 +352,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.workers is not None and not 1 <= args.workers <= 1024:
         raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
-    with LocalCluster(args.workers, web_port=args.web_port or None) as cluster:
+    with LocalCluster(args.workers, web_port=args.web_port or None, tls=args.tls) as cluster:
         print(f"redis   {cluster.url}")
         print(f"workers {cluster.n_workers} × rq worker hydra; monitor running")
         if cluster.web_url:
@@ -351,12 +373,35 @@ def _wait_for_signal() -> None:
         pass
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from hydra.certs import make_certificates
+
+    paths = make_certificates(Path(args.out))
+    print(f"wrote {paths['ca']} (give this CA to volunteers), {paths['cert']} and {paths['key']}")
+    return 0
+
+
+def cmd_volunteer(args: argparse.Namespace) -> int:
+    from hydra.volunteers import add_volunteer, list_volunteers, remove_volunteer
+
+    url, insecure = _where(args)
+    client = _client(url, insecure)
+    if args.action == "add":
+        print(add_volunteer(client, args.name, url, args.public_host))
+    elif args.action == "remove":
+        workers = remove_volunteer(client, args.name)
+        print(f"volunteer {args.name} revoked; chunks of {workers} of its workers go back to the queue")
+    else:
+        print("\n".join(list_volunteers(client)) or "no volunteers")
+    return 0
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     from hydra.events import Events
     from hydra.monitor import Monitor
 
     settings = _settings(args)
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, tls_insecure=settings.tls_insecure)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.getLogger(__name__).info("monitor watching %s", redact(settings.redis_url))
@@ -383,4 +428,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cmd_up,
     "monitor": cmd_monitor,
     "web": cmd_web,
+    "certs": cmd_certs,
+    "volunteer": cmd_volunteer,
 }

@@ -7,6 +7,7 @@ Accepted URLs: ``redis://``, ``rediss://`` (TLS, certificates verified unless as
 from __future__ import annotations
 
 import re
+import sys
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -27,10 +28,16 @@ def _retry() -> Retry:
     )
 
 
-def connect(url: str, *, retry: bool = True) -> redis.Redis:
-    """A client for ``url``; raises :class:`InvalidInput` for a URL Hydra cannot use."""
+def connect(url: str, *, retry: bool = True, tls_insecure: bool = False) -> redis.Redis:
+    """A client for ``url``; raises :class:`InvalidInput` for a URL Hydra cannot use.
+
+    ``rediss://`` certificates are verified unless ``tls_insecure`` (then a warning is printed).
+    """
     scheme = urlsplit(url).scheme
     options: dict = {"health_check_interval": 10, "socket_connect_timeout": 5}
+    if tls_insecure and scheme in ("rediss", "redis+sentinel"):
+        sys.stderr.write("hydra: warning: TLS certificates are NOT verified (--tls-insecure)\n")
+        options["ssl_cert_reqs"] = "none"
     if retry:
         options["retry"] = _retry()
         options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]

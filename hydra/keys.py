@@ -38,6 +38,7 @@ hydra:rates:<task>                zset    worker name → measured rate (units/s
                                                                                        workers
 hydra:errors                      list    recent malformed chunks and task errors     capped at 200 entries
 hydra:monitor:lease               string  id of the monitor that acts now            lease TTL (3 s)
+hydra:volunteers                  set     names given ACL users (hydra volunteer)     removed on revoke
 hydra:emit:<job>                  string  gate that coalesces progress events         100 ms
 ================================  ======  ==========================================  =====================
 """
@@ -52,6 +53,7 @@ PENDING = f"{PREFIX}:pending"
 WORKERS = f"{PREFIX}:workers"
 ERRORS = f"{PREFIX}:errors"
 MONITOR_LEASE = f"{PREFIX}:monitor:lease"
+VOLUNTEERS = f"{PREFIX}:volunteers"
 
 ERRORS_KEPT = 200
 

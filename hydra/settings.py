@@ -38,6 +38,8 @@ class Settings:
     # Benchmark-only: a worker runs at this fraction of its speed by sleeping for the rest.
     throttle: float = 1.0
     device: str = "auto"
+    # Accept any TLS certificate from Redis (development only; a warning is printed).
+    tls_insecure: bool = False
     # Test-only fault injection: "raise" makes every chunk raise. Empty in real use.
     fault: str = ""
 
@@ -74,6 +76,12 @@ class Settings:
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise InvalidInput(f"HYDRA_{name.upper()}={raw!r} is not true or false")
     try:
         return kind(raw)
     except ValueError:

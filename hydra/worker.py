@@ -148,6 +148,8 @@ class ChunkRunner:
             "chunks": 0,
             "current": "",
         }
+        with contextlib.suppress(redis_lib.RedisError):  # which ACL user, so `hydra volunteer remove` finds us
+            info["user"] = self.redis.execute_command("ACL", "WHOAMI").decode()
         pipe = self.redis.pipeline()
         pipe.hset(keys.worker(self.name), mapping=info)
         pipe.expire(keys.worker(self.name), WORKER_RECORD_TTL)
