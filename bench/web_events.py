@@ -113,7 +113,7 @@ def produce(client, events: Events, job_id: str, n: int, rate: int) -> dict[int,
         delay = start + i / rate - time.time()
         if delay > 0:
             time.sleep(delay)
-        scripts.complete(keys=ks, args=[job_id, i, "bench", time.time(), i, 1, "", "inside", 0])
+        scripts.complete(keys=ks, args=[job_id, i, "bench", time.time(), i, 1, "", "", "inside", 0])
         done_at[i + 1] = time.time()
         events.job_progress(client, job_id, force=i == n - 1)
     return done_at

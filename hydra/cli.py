@@ -115,6 +115,12 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-seconds", type=float, default=None, help="target time of a chunk (default 2)")
     parser.add_argument("--chunk-units", type=int, default=None, help="fixed chunks of this many units, no adapting")
     parser.add_argument("--max-attempts", type=int, default=None, help="tries per chunk before the job fails")
+    parser.add_argument(
+        "--verify",
+        default=None,
+        choices=["1", "2", "auto"],
+        help="2: every chunk confirmed by a second worker; auto: spot checks (default 1)",
+    )
     parser.add_argument("--no-speculate", action="store_true", help="no copies of slow chunks at the job's tail")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 
@@ -188,7 +194,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
     if args.chunk_units is not None and args.chunk_units < 1:
         raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
-    options = SubmitOptions.from_settings(settings, chunk_units=args.chunk_units, speculate=not args.no_speculate)
+    options = SubmitOptions.from_settings(
+        settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
+    )
     if args.local:
         from hydra.local import LocalCluster, free_port
 

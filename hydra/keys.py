@@ -23,6 +23,9 @@ hydra:job:<job>:workers           hash    worker name → units it counted      
 hydra:job:<job>:blobs             hash    chunk id → compressed result (tiles)        result TTL
 hydra:job:<job>:trace             list    "units_done inside" after each chunk, for   result TTL
                                           the convergence chart
+hydra:job:<job>:unverified        hash    chunk id → {worker, range, sums} counted    deleted when the job
+                                          on one result (verify auto)                 ends
+hydra:quarantine                  set     workers caught with a wrong result          kept (operator clears)
 hydra:job:<job>:data              string  task data shared by all chunks (e.g.        result TTL
                                           Mandelbrot row-cost prefix sums)
 hydra:deadlines                   zset    "<job>:<chunk>" → deadline (unix s) of      members removed on
@@ -54,6 +57,7 @@ WORKERS = f"{PREFIX}:workers"
 ERRORS = f"{PREFIX}:errors"
 MONITOR_LEASE = f"{PREFIX}:monitor:lease"
 VOLUNTEERS = f"{PREFIX}:volunteers"
+QUARANTINE = f"{PREFIX}:quarantine"
 
 ERRORS_KEPT = 200
 
@@ -97,6 +101,10 @@ def job_keys(job_id: str) -> list[str]:
         trace(job_id),
         data(job_id),
     ]
+
+
+def unverified(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:unverified"
 
 
 def worker(name: str) -> str:

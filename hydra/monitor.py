@@ -194,8 +194,16 @@ class Monitor:
                 self.redis.zrem(keys.PENDING, member)
                 continue
             chunk = json.loads(raw)
-            if chunk["state"] == "pending" and (job_id, chunk_id) not in queued:
-                descriptor = self._descriptor(job_id, chunk_id, chunk["first"], chunk["count"], chunk["attempt"])
+            if chunk["state"] in ("pending", "verifying") and (job_id, chunk_id) not in queued:
+                # A verifying chunk needs a copy by another worker; a pending one, its ticket.
+                descriptor = self._descriptor(
+                    job_id,
+                    chunk_id,
+                    chunk["first"],
+                    chunk["count"],
+                    chunk["attempt"],
+                    speculative=chunk["state"] == "verifying",
+                )
                 if descriptor:
                     enqueue_tickets(self.redis, [descriptor], at_front=True)
                     report.reissued.append(f"job {job_id} chunk {chunk_id}: ticket lost, enqueued again")

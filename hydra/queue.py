@@ -9,6 +9,7 @@ are never split: the proof of concept's static scheme, kept for comparison.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,11 +40,17 @@ class SubmitOptions:
     chunk_units: int | None = None
     # Let the monitor queue copies of slow chunks at the tail of the job.
     speculate: bool = True
+    # "1": trust each result; "2": every chunk confirmed by a second worker; "auto": spot checks.
+    verify: str = "1"
+    max_active_jobs: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> SubmitOptions:
         base = cls(
-            chunk_seconds=settings.chunk_seconds, max_attempts=settings.max_attempts, result_ttl=settings.result_ttl
+            chunk_seconds=settings.chunk_seconds,
+            max_attempts=settings.max_attempts,
+            result_ttl=settings.result_ttl,
+            max_active_jobs=settings.max_active_jobs,
         )
         return cls(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
 
@@ -65,10 +72,14 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
     plan = task.plan(parsed)
     if options.chunk_units is not None and options.chunk_units < 1:
         raise InvalidInput(f"--chunk-units must be at least 1, got {options.chunk_units}")
+    if options.verify not in ("1", "2", "auto"):
+        raise InvalidInput(f"--verify must be 1, 2 or auto, got {options.verify!r}")
     if options.chunk_units is None:
         step = -(-plan.units_total // max(1, len(live_workers(redis))))
     else:
         step = options.chunk_units
+    if count_active_jobs(redis) >= options.max_active_jobs:
+        raise InvalidInput(f"{options.max_active_jobs} active jobs already; wait for one to end or cancel one")
     if -(-plan.units_total // step) > MAX_CHUNKS:
         raise InvalidInput(f"that would make more than {MAX_CHUNKS} chunks; use larger chunks")
     job_id = new_job_id()
@@ -96,6 +107,8 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         "result_ttl": options.result_ttl,
         "chunking": "adaptive" if options.chunk_units is None else "fixed",
         "speculate": int(options.speculate),
+        "verify": options.verify,
+        "salt": secrets.token_hex(8),
         **{f"sum:{name}": 0 for name in task.sums},
     }
     pipe = redis.pipeline()
@@ -113,6 +126,16 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
     pipe.execute()
     enqueue_tickets(redis, chunks, result_ttl=options.result_ttl)
     return job_id
+
+
+def count_active_jobs(redis: Redis) -> int:
+    ids = redis.zrange(keys.JOBS, 0, -1)
+    if not ids:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(keys.job(job_id.decode()), "state")
+    return sum(state in (b"queued", b"running") for state in pipe.execute())
 
 
 def read_job(redis: Redis, job_id: str) -> dict[str, Any]:

@@ -34,13 +34,16 @@ class Settings:
     deadline_factor: float = 3.0
     deadline_slack: float = 5.0
     max_attempts: int = 3
+    # Submissions are refused while this many jobs are queued or running.
+    max_active_jobs: int = 100
     monitor_interval: float = 0.25
     # Benchmark-only: a worker runs at this fraction of its speed by sleeping for the rest.
     throttle: float = 1.0
     device: str = "auto"
     # Accept any TLS certificate from Redis (development only; a warning is printed).
     tls_insecure: bool = False
-    # Test-only fault injection: "raise" makes every chunk raise. Empty in real use.
+    # Test-only fault injection: "raise" makes every chunk raise; "cheat" or "cheat:0.1" corrupts
+    # all or a fraction of results. Empty in real use.
     fault: str = ""
 
     @classmethod

@@ -13,11 +13,13 @@ malicious volunteer with its own Redis client could damage job records; result v
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from urllib.parse import quote, urlsplit
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from hydra import keys
 from hydra.errors import InvalidInput
@@ -25,29 +27,18 @@ from hydra.errors import InvalidInput
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 PREFIX = "volunteer-"
 
+# fmt: off
 RULES = [
-    "~rq:*",
-    "~hydra:*",
-    "&rq:*",
-    "&hydra-socketio",
-    "+@all",
-    "-@dangerous",
-    "-@admin",
-    "+info",
-    "+client|setname",
-    "+client|info",
-    "+client|getname",
-    "+client|id",
-    "+acl|whoami",
-    "-select",
-    "-script|flush",
-    "-script|kill",
-    "-keys",
-    "-swapdb",
-    "-move",
-    "-monitor",
-    "-function",
+    "~rq:*", "~hydra:*", "&rq:*", "&hydra-socketio",
+    "+@all", "-@dangerous", "-@admin",
+    "+info", "+client|setname", "+client|info", "+client|getname", "+client|id", "+acl|whoami",
+    # SCRIPT only to load Hydra's scripts (no FLUSH, no KILL): 6.2 cannot remove single subcommands.
+    "-script", "+script|load", "+script|exists",
+    "-select", "-keys", "-swapdb", "-move", "-monitor",
 ]
+# fmt: on
+# Commands Redis 6.2 does not know: they can only be named on 7 and later.
+RULES_SINCE_7 = ["-function"]
 
 
 def user_name(name: str) -> str:
@@ -62,6 +53,7 @@ def add_volunteer(redis: Redis, name: str, operator_url: str, public_host: str |
     """Create (or reset) the volunteer's ACL user; return the URL to hand over."""
     user = user_name(name)
     password = secrets.token_urlsafe(24)
+    rules = RULES + (RULES_SINCE_7 if int(redis.info("server")["redis_version"].split(".")[0]) >= 7 else [])
     redis.acl_setuser(
         user,
         enabled=True,
@@ -69,9 +61,9 @@ def add_volunteer(redis: Redis, name: str, operator_url: str, public_host: str |
         reset_channels=True,
         reset_passwords=True,
         passwords=[f"+{password}"],
-        commands=[r for r in RULES if r[0] in "+-"],
-        keys=[r[1:] for r in RULES if r[0] == "~"],
-        channels=[r[1:] for r in RULES if r[0] == "&"],
+        commands=[r for r in rules if r[0] in "+-"],
+        keys=[r[1:] for r in rules if r[0] == "~"],
+        channels=[r[1:] for r in rules if r[0] == "&"],
     )
     redis.sadd(keys.VOLUNTEERS, name)
     parts = urlsplit(operator_url)
@@ -90,7 +82,8 @@ def remove_volunteer(redis: Redis, name: str) -> int:
     if not redis.acl_deluser(user) and not redis.sismember(keys.VOLUNTEERS, name):
         raise InvalidInput(f"no volunteer {name!r}")
     redis.srem(keys.VOLUNTEERS, name)
-    redis.execute_command("CLIENT", "KILL", "USER", user)
+    with contextlib.suppress(ResponseError):  # deleting the user already closed its connections
+        redis.execute_command("CLIENT", "KILL", "USER", user)
     workers = []
     for worker in (w.decode() for w in redis.zrange(keys.WORKERS, 0, -1)):
         if redis.hget(keys.worker(worker), "user") == user.encode():

@@ -22,8 +22,10 @@ probe chunk first. Speeds are exponential moving averages kept in Redis (``hydra
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -46,7 +48,7 @@ from hydra.queue import PENDING_GRACE
 from hydra.scripts import Scripts, script_keys
 from hydra.settings import Settings
 from hydra.tasks import ENTRY_POINT, get_task
-from hydra.tasks.base import Task
+from hydra.tasks.base import ChunkResult, Task
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,15 @@ def pick_device(wanted: str) -> str:
     return "cpu"
 
 
+def digest(task: Task, result: ChunkResult) -> str:
+    """What two workers' results of the same chunk must share: a hash of the sums and the blob."""
+    h = hashlib.sha256()
+    for name in task.sums:
+        h.update(f"{name}={result.sums[name]};".encode())
+    h.update(result.blob)
+    return h.hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class JobContext:
     task: str
@@ -131,6 +142,7 @@ class ChunkRunner:
         self.events = Events.from_env()
         self.rates: dict[str, float] = {}
         self.device = pick_device(settings.device)
+        self.quarantined = False
         self._contexts: dict[str, JobContext] = {}
         self._warm: set[str] = set()
         self._cluster_rate: dict[str, tuple[float, float]] = {}
@@ -209,6 +221,7 @@ class ChunkRunner:
                 raise RuntimeError("injected fault (HYDRA_FAULT=raise)")
             result = task.run(ctx.params, ctx.data, chunk.seed, first, count, self.device)
             task.check_result(ctx.params, count, result)
+            self._maybe_cheat(task, result)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             record_error(self.redis, f"job {chunk.job} chunk {chunk.chunk} raised on {self.name}: {reason}")
@@ -219,10 +232,13 @@ class ChunkRunner:
             time.sleep(elapsed * (1 / self.settings.throttle - 1))
             elapsed = time.perf_counter() - started
         self._learn_rate(task.name, task.work(ctx.params, ctx.data, first, count) / max(elapsed, 1e-6))
-        args = [chunk.job, chunk.chunk, self.name, time.time(), first, count, result.blob]
+        args = [chunk.job, chunk.chunk, self.name, time.time(), first, count, result.blob, digest(task, result)]
         for name in task.sums:
             args += [name, result.sums[name]]
-        outcome = patiently(lambda: self.scripts.complete(keys=self._keys(chunk.job), args=args))
+        outcome = int(patiently(lambda: self.scripts.complete(keys=self._keys(chunk.job), args=args))[0])
+        if outcome == 3:  # a verified job: ask another worker for a copy to compare with
+            copy = ChunkDescriptor(chunk.job, chunk.chunk, chunk.task, chunk.seed, first, count, speculative=True)
+            patiently(lambda: enqueue_tickets(self.redis, [copy], at_front=True))
         pipe = self.redis.pipeline()
         pipe.hset(keys.worker(self.name), "current", "")
         pipe.hincrby(keys.worker(self.name), "chunks", 1)
@@ -232,7 +248,17 @@ class ChunkRunner:
         self.events.job_progress(self.redis, chunk.job, force=outcome == 2)
         if outcome == 2:
             self._contexts.pop(chunk.job, None)
-        return {0: "duplicate", 1: "done", 2: "done; job finished"}[int(outcome)]
+        return {0: "ignored", 1: "done", 2: "done; job finished", 3: "done; awaiting confirmation"}[outcome]
+
+    def _maybe_cheat(self, task: Task, result: ChunkResult) -> None:
+        """Test-only (HYDRA_FAULT=cheat or cheat:<fraction>): corrupt a result, to test verification."""
+        fault = self.settings.fault
+        if not fault.startswith("cheat"):
+            return
+        fraction = float(fault.partition(":")[2] or 1)
+        if random.random() < fraction:
+            first = task.sums[0]
+            result.sums[first] = result.sums[first] + 1
 
     def _keys(self, job_id: str) -> list[str]:
         return script_keys(job_id, self.queue_key)
@@ -289,6 +315,16 @@ class ChunkRunner:
             )
         )
         kind = reply[0].decode()
+        if kind == "quarantined":
+            # Give the ticket back for an honest worker, and stop taking work.
+            record_error(self.redis, f"worker {self.name} is quarantined for a wrong result; stopping")
+            patiently(lambda: enqueue_tickets(self.redis, [chunk], at_front=True))
+            self.quarantined = True
+            return None
+        if kind == "pass":
+            if self._another_worker_could_confirm():
+                patiently(lambda: enqueue_tickets(self.redis, [chunk]))
+            return None  # else the monitor re-issues the copy when another worker turns up
         if kind == "gone":
             return None
         first, count = int(reply[1]), int(reply[2])
@@ -296,6 +332,12 @@ class ChunkRunner:
             rest = ChunkDescriptor(chunk.job, int(reply[4]), chunk.task, chunk.seed, int(reply[5]), int(reply[6]))
             patiently(lambda: enqueue_tickets(self.redis, [rest], at_front=True))
         return first, count
+
+    def _another_worker_could_confirm(self) -> bool:
+        from hydra.queue import live_workers
+
+        quarantined = {q.decode() for q in self.redis.smembers(keys.QUARANTINE)}
+        return any(w != self.name and w not in quarantined for w in live_workers(self.redis))
 
     def _units_to_take(self, chunk: ChunkDescriptor, task: Task, ctx: JobContext) -> int:
         if ctx.chunking == "fixed" or chunk.speculative:
@@ -396,6 +438,8 @@ class HydraWorker(SimpleWorker):
         reason = self._refusal(job)
         if reason is None:
             super().execute_job(job, queue)
+            if self.hydra.quarantined:
+                self._stop_requested = True
             return
         record_error(self.connection, f"worker {self.name} refused rq job {job.id}: {reason}")
         try:

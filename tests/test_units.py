@@ -64,13 +64,13 @@ def test_claim_splits_and_complete_counts_once(fake):
     assert [int(x) for x in reply[1:]] == [0, 30, 0, 1, 30, 70]
     assert fake.zscore(keys.DEADLINES, f"{job_id}:0") == 100.0
     # a stale completion with the wrong range is ignored
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 100, "", "inside", 5]) == 0
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 30, "", "inside", 5]) == 1
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w2", 2.0, 0, 30, "", "inside", 5]) == 0
+    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 100, "", "d", "inside", 5]) == [0]
+    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 30, "", "d", "inside", 5]) == [1]
+    assert scripts.complete(keys=ks, args=[job_id, 0, "w2", 2.0, 0, 30, "", "d", "inside", 5]) == [0]
     record = read_job(fake, job_id)
     assert record["units_done"] == 30 and record["sum:inside"] == 5
     assert scripts.claim(keys=ks, args=[job_id, 1, "", "w2", 3.0, 1000, 9.0, 0, 5])[0] == b"run"
-    assert scripts.complete(keys=ks, args=[job_id, 1, "w2", 4.0, 30, 70, "", "inside", 7]) == 2
+    assert scripts.complete(keys=ks, args=[job_id, 1, "w2", 4.0, 30, 70, "", "d", "inside", 7]) == [2]
     record = read_job(fake, job_id)
     assert record["state"] == "done" and record["sum:inside"] == 12
     assert fake.zcard(keys.DEADLINES) == 0 and fake.zcard(keys.PENDING) == 0
