@@ -8,8 +8,10 @@ project's redis.conf (port, directory and password overridden).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -136,3 +138,18 @@ def test_the_compose_commands_run_a_working_cluster(conf_server):
     finally:
         for proc in processes:
             stop_process(proc)
+
+
+def test_compose_cli_validates_the_file_when_installed(tmp_path):
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose (Debian's package) is not installed")
+    for name in ("docker-compose.yml", "redis.conf"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    valid = subprocess.run(
+        [compose, "config", "-q"], cwd=tmp_path, env={**env, "REDIS_PASSWORD": "x"}, capture_output=True, text=True
+    )
+    assert valid.returncode == 0, valid.stderr
+    missing = subprocess.run([compose, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
