@@ -172,9 +172,15 @@ def _where(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def _client(url: str, tls_insecure: bool = False) -> redis_lib.Redis:
-    client = connect(url, tls_insecure=tls_insecure)
-    check_reachable(client, url)
-    return client
+    """A client that rides out restarts, after one quick probe so that a wrong URL fails at once."""
+    if tls_insecure:
+        sys.stderr.write("hydra: warning: TLS certificates are NOT verified (--tls-insecure)\n")
+    probe = connect(url, retry=False, tls_insecure=tls_insecure)
+    try:
+        check_reachable(probe, url)
+    finally:
+        probe.close()
+    return connect(url, tls_insecure=tls_insecure)
 
 
 # -- commands ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ Accepted URLs: ``redis://``, ``rediss://`` (TLS, certificates verified unless as
 from __future__ import annotations
 
 import re
-import sys
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -31,12 +30,11 @@ def _retry() -> Retry:
 def connect(url: str, *, retry: bool = True, tls_insecure: bool = False) -> redis.Redis:
     """A client for ``url``; raises :class:`InvalidInput` for a URL Hydra cannot use.
 
-    ``rediss://`` certificates are verified unless ``tls_insecure`` (then a warning is printed).
+    ``rediss://`` certificates are verified unless ``tls_insecure`` (the CLI warns when it is set).
     """
     scheme = urlsplit(url).scheme
     options: dict = {"health_check_interval": 10, "socket_connect_timeout": 5}
     if tls_insecure and scheme in ("rediss", "redis+sentinel"):
-        sys.stderr.write("hydra: warning: TLS certificates are NOT verified (--tls-insecure)\n")
         options["ssl_cert_reqs"] = "none"
     if retry:
         options["retry"] = _retry()

@@ -1,0 +1,129 @@
+"""Fuzzing with hypothesis: CLI arguments, chunk descriptors and web form fields never crash."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hydra.chunks import ChunkDescriptor
+from hydra.cli import main
+from hydra.connection import connect
+from hydra.errors import MalformedChunk
+from hydra.local import RedisServer
+from hydra.queue import SubmitOptions, submit
+from hydra.settings import Settings
+from hydra.worker import ChunkRunner
+
+UNREACHABLE = "redis://127.0.0.1:1/0"
+numbers = st.one_of(
+    st.integers(-(10**40), 10**40).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.text(max_size=12),
+    st.sampled_from(["1e10", "1_000", "-0", "1e-3", "0x10", "", "١٢"]),
+)
+FLAGS = [
+    "--samples",
+    "--seed",
+    "--width",
+    "--height",
+    "--max-iter",
+    "--center",
+    "--span",
+    "--chunk-units",
+    "--chunk-seconds",
+    "--max-attempts",
+    "--workers",
+    "--verify",
+]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    task=st.sampled_from(["pi", "mandelbrot", "nope"]),
+    pairs=st.lists(st.tuples(st.sampled_from(FLAGS), numbers), max_size=4),
+)
+def test_cli_never_shows_a_traceback(capsys, task, pairs):
+    args = ["--redis-url", UNREACHABLE, "submit", task]
+    for flag, value in pairs:
+        args += [f"{flag}={value}"]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0  # either bad input or the unreachable Redis
+    assert "Traceback" not in err and err.count("\n") == 1, err
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text()),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+descriptor_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "job": st.one_of(st.text(), st.just("0123456789ab")),
+        "chunk": json_values,
+        "task": st.sampled_from(["pi", "mandelbrot", "os.system", ""]),
+        "seed": json_values,
+        "first": st.integers(-5, 10**14),
+        "count": st.integers(-5, 10**14),
+        "attempt": json_values,
+        "speculative": json_values,
+        "extra": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=st.one_of(json_values, descriptor_like))
+def test_descriptor_parsing_only_ever_refuses(obj):
+    with contextlib.suppress(MalformedChunk):
+        ChunkDescriptor.from_json(obj)
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory):
+    server = RedisServer(Path(tmp_path_factory.mktemp("fuzz"))).start()
+    client = connect(server.url)
+    yield client
+    client.close()
+    server.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=st.one_of(json_values, descriptor_like))
+def test_worker_survives_any_descriptor_and_leaves_other_jobs_alone(shared_redis, obj):
+    other = submit(shared_redis, "pi", {"samples": "1e6"}, SubmitOptions(max_active_jobs=10**6))
+    before = shared_redis.hgetall(f"hydra:job:{other}")
+    runner = ChunkRunner(shared_redis, "fuzz-worker", Settings())
+    outcome = runner.run(obj)
+    assert isinstance(outcome, str)
+    assert shared_redis.hgetall(f"hydra:job:{other}") == before
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    task=st.sampled_from(["pi", "mandelbrot", "x"]),
+    params=st.dictionaries(
+        st.sampled_from(["samples", "seed", "width", "height", "max_iter", "center", "span", "other"]),
+        json_values,
+        max_size=5,
+    ),
+)
+def test_web_form_fields_get_a_clear_answer(shared_redis, task, params):
+    from web.app import create_app
+
+    url = "redis://127.0.0.1:{}/0".format(shared_redis.connection_pool.connection_kwargs["port"])
+    app = create_app({"REDIS_URL": url, "WEB_TOKEN": "t", "MESSAGE_QUEUE": False})
+    answer = app.test_client().post("/api/jobs", json={"task": task, "params": params}, headers={"X-Hydra-Token": "t"})
+    assert answer.status_code in (201, 400), answer.get_data(as_text=True)
+    if answer.status_code == 400:
+        message = answer.json["error"]
+        assert message and "\n" not in message and "Traceback" not in message
+    else:
+        json.dumps(answer.json)
