@@ -53,10 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         wait_for_job(client, job_id, timeout=600)
         counted = units_by_worker(client, job_id).get(name, 0)
     print(table(rows, ["", "seconds", "samples/s", "throughput vs none"]))
-    print(
-        f"a worker cheating on 10% of its chunks: {'caught after ' + str(chunks) + ' chunks' if caught else 'not caught'}"
-        f"; units of its results still counted at the end: {counted}"
-    )
+    verdict = f"caught after {chunks} chunks" if caught else "not caught"
+    print(f"a worker cheating on 10% of its chunks: {verdict}; its units still counted at the end: {counted}")
     save("verify", {"seconds": data, "cheater_caught": bool(caught), "cheater_chunks": chunks})
 
 
