@@ -315,17 +315,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status.get("error"):
             print(f"error: {status['error']}")
         return 0
-    jobs = list_jobs(client)
-    if args.json:
-        print(json.dumps(jobs))
-        return 0
-    if not jobs:
-        print("no jobs")
-    for s in jobs:
-        print(
+    return _print_list(
+        list_jobs(client),
+        args.json,
+        "no jobs",
+        lambda s: (
             f"{s['job']}  {s['task']:<10} {s['state']:<9} {s['progress']:6.1%}  "
             f"{human(s['total'])} {s['unit']}  elapsed {duration(s['elapsed'])}"
-        )
+        ),
+    )
+
+
+def _print_list(items: list[dict[str, Any]], as_json: bool, empty: str, line: Callable[[dict[str, Any]], str]) -> int:
+    """One line per item, or the items as one JSON array."""
+    print(json.dumps(items) if as_json else "\n".join(line(item) for item in items) or empty)
     return 0
 
 
@@ -345,20 +348,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_workers(args: argparse.Namespace) -> int:
     from hydra.workers import worker_list
 
-    client = _client(*_where(args))
-    workers = worker_list(client)
-    if args.json:
-        print(json.dumps(workers))
-        return 0
-    if not workers:
-        print("no workers")
-    for w in workers:
+    def line(w: dict[str, Any]) -> str:
         rates = "  ".join(f"{task} {human(rate)}/s" for task, rate in w["rates"].items())
-        print(
-            f"{w['name'][:12]}  {w['host']:<16} {w['device']:<4} {w['state']:<5} chunks {w['chunks']:<6} "
-            f"{rates}  {('running ' + w['current']) if w['current'] else ''}"
-        )
-    return 0
+        running = f"running {w['current']}" if w["current"] else ""
+        who = f"{w['name'][:12]}  {w['host']:<16} {w['device']:<4} {w['state']:<5}"
+        return f"{who} chunks {w['chunks']:<6} {rates}  {running}"
+
+    return _print_list(worker_list(_client(*_where(args))), args.json, "no workers", line)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -36,6 +36,18 @@ def _certainly_inside(re: float, im: float) -> bool:
     return xb * xb + y2 < 0.0625 * _MARGIN
 
 
+@numba.njit(inline="always")
+def _escape(re: float, im: float, cap: int, max_iter: int) -> int:
+    """The first k in 1..cap with |z_k|² > 4, else max_iter (the definition, when cap == max_iter)."""
+    x = 0.0
+    y = 0.0
+    for n in range(1, cap + 1):
+        x, y = x * x - y * y + re, 2.0 * x * y + im
+        if x * x + y * y > 4.0:
+            return n
+    return max_iter
+
+
 @numba.njit(cache=True, nogil=True)
 def _escape_counts(cx, cy, span, width, height, max_iter, row0, nrows, out):
     scale = span / width
@@ -44,18 +56,7 @@ def _escape_counts(cx, cy, span, width, height, max_iter, row0, nrows, out):
         im = cy - (row0 + r + 0.5 - height / 2) * scale
         for i in range(width):
             re = cx + (i + 0.5 - width / 2) * scale
-            if _certainly_inside(re, im):
-                out[r, i] = max_iter
-                total += max_iter
-                continue
-            x = 0.0
-            y = 0.0
-            k = max_iter
-            for n in range(1, max_iter + 1):
-                x, y = x * x - y * y + re, 2.0 * x * y + im
-                if x * x + y * y > 4.0:
-                    k = n
-                    break
+            k = max_iter if _certainly_inside(re, im) else _escape(re, im, max_iter, max_iter)
             out[r, i] = k
             total += k
     return total
@@ -98,18 +99,8 @@ def _sample_costs(cx, cy, span, width, height, cap, max_iter, rows, columns, out
         cost = 0.0
         for b in range(columns.shape[0]):
             re = cx + (columns[b] + 0.5 - width / 2) * scale
-            if _certainly_inside(re, im):
-                cost += 1.0  # the shortcut makes these nearly free
-                continue
-            x = 0.0
-            y = 0.0
-            k = max_iter
-            for n in range(1, cap + 1):
-                x, y = x * x - y * y + re, 2.0 * x * y + im
-                if x * x + y * y > 4.0:
-                    k = n
-                    break
-            cost += k
+            # Points the shortcut catches are nearly free; the others cost their (capped) count.
+            cost += 1.0 if _certainly_inside(re, im) else _escape(re, im, cap, max_iter)
         out[a] = cost * width / columns.shape[0]
 
 
