@@ -48,7 +48,7 @@ OUTPUT_OPTIONS: dict[str, list[tuple[str, str]]] = {
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")
         raise SystemExit(2)
 
 
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"hydra: error: {message}\n")
+    sys.stderr.write(f"hydra: error: {' '.join(message.split())}\n")
     raise SystemExit(code)
 
 

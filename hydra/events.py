@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from redis import Redis
@@ -27,6 +28,8 @@ class Events:
         self.redis_url = redis_url
         self._emitter: Any = None
         self._broken = False
+        self._listening = False
+        self._listening_checked = -1e9
 
     @classmethod
     def from_env(cls) -> Events:
@@ -44,6 +47,20 @@ class Events:
         except Exception as exc:  # the page is a view; the work must go on without it
             log.warning("cannot emit events to the page (%s); carrying on without them", exc)
             self._broken = True
+
+    def page_is_listening(self, redis: Redis) -> bool:
+        """Whether any web process subscribes to the events (checked at most once a second).
+
+        Lets workers skip work done only for the page, such as drawing a stripe's preview.
+        """
+        now = time.monotonic()
+        if now - self._listening_checked > 1.0:
+            try:
+                self._listening = bool(self.redis_url) and redis.pubsub_numsub(CHANNEL)[0][1] > 0
+            except Exception:
+                self._listening = False
+            self._listening_checked = now
+        return self._listening
 
     def job_progress(self, redis: Redis, job_id: str, *, force: bool = False) -> None:
         """Emit the job's status if no other process did so in the last 100 ms (or if ``force``)."""

@@ -120,6 +120,7 @@ COMPLETE = (
     _FINISH
     + """
 if not active() or redis.call('SISMEMBER', KEYS[11], ARGV[3]) == 1 then return {0} end
+if #ARGV[7] > 16777216 then return {0} end  -- no task makes a result this large
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
 if not raw then return {0} end
 local c = cjson.decode(raw)

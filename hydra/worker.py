@@ -52,7 +52,10 @@ from hydra.tasks.base import ChunkResult, Task
 
 log = logging.getLogger(__name__)
 
-RATE_SMOOTHING = 0.3
+# A worker's speed is work over time with older measurements fading out: the weight of a
+# measurement halves for every RATE_HALF_LIFE seconds of work measured after it. So a chunk counts in
+# proportion to its duration, and a tiny chunk dominated by fixed costs barely moves the estimate.
+RATE_HALF_LIFE = 4.0
 MIN_CHUNK_SECONDS = 0.1
 WORKER_RECORD_TTL = 24 * 3600
 REDIS_PATIENCE = 300.0
@@ -141,6 +144,7 @@ class ChunkRunner:
         self.queue_key = rq_queue(redis).key
         self.events = Events.from_env()
         self.rates: dict[str, float] = {}
+        self._rate_sums: dict[str, tuple[float, float]] = {}
         self.device = pick_device(settings.device)
         self.quarantined = False
         self._contexts: dict[str, JobContext] = {}
@@ -231,7 +235,7 @@ class ChunkRunner:
         if self.settings.throttle < 1:
             time.sleep(elapsed * (1 / self.settings.throttle - 1))
             elapsed = time.perf_counter() - started
-        self._learn_rate(task.name, task.work(ctx.params, ctx.data, first, count) / max(elapsed, 1e-6))
+        self._learn_rate(task.name, task.work(ctx.params, ctx.data, first, count), max(elapsed, 1e-6))
         args = [chunk.job, chunk.chunk, self.name, time.time(), first, count, result.blob, digest(task, result)]
         for name in task.sums:
             args += [name, result.sums[name]]
@@ -243,7 +247,11 @@ class ChunkRunner:
         pipe.hset(keys.worker(self.name), "current", "")
         pipe.hincrby(keys.worker(self.name), "chunks", 1)
         patiently(pipe.execute)
-        if outcome and self.events.redis_url and (tile := task.announce(chunk.job, ctx.params, result)):
+        if (
+            outcome
+            and self.events.page_is_listening(self.redis)
+            and (tile := task.announce(chunk.job, ctx.params, result))
+        ):
             self.events.emit("tile", tile)
         self.events.job_progress(self.redis, chunk.job, force=outcome == 2)
         if outcome == 2:
@@ -352,18 +360,27 @@ class ChunkRunner:
         return task.units_for_work(ctx.params, ctx.data, chunk.first, chunk.count, rate * seconds)
 
     def _cluster_rate_of(self, task: str) -> float:
-        """Sum of the measured speeds of live workers for ``task`` (refreshed once a second)."""
+        """Speed of the live workers together for ``task`` (refreshed once a second).
+
+        The larger of the sum of their measured speeds and (their number × this worker's speed), so
+        that a stale or low estimate elsewhere never makes this worker take too large a share.
+        """
         cached = self._cluster_rate.get(task)
         if cached and time.monotonic() - cached[0] < 1.0:
             return cached[1]
-        total = sum(score for _, score in self.redis.zrange(keys.rates(task), 0, -1, withscores=True))
-        total = max(total, self.rates.get(task, 0.0))
+        rates = [score for _, score in self.redis.zrange(keys.rates(task), 0, -1, withscores=True)]
+        total = max(sum(rates), max(len(rates), 1) * self.rates.get(task, 0.0))
         self._cluster_rate[task] = (time.monotonic(), total)
         return total
 
-    def _learn_rate(self, task: str, measured: float) -> None:
-        old = self.rates.get(task)
-        rate = measured if old is None else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * old
+    def _learn_rate(self, task: str, work: float, seconds: float) -> None:
+        done, spent = self._rate_sums.get(task, (0.0, 0.0))
+        if task in self.rates and not spent:  # a speed from an earlier run: one second's weight
+            done, spent = self.rates[task], 1.0
+        fade = 0.5 ** (seconds / RATE_HALF_LIFE)
+        done, spent = done * fade + work, spent * fade + seconds
+        self._rate_sums[task] = (done, spent)
+        rate = done / spent
         self.rates[task] = rate
         pipe = self.redis.pipeline()
         pipe.hset(keys.worker(self.name), f"rate:{task}", rate)

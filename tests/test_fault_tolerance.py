@@ -68,7 +68,8 @@ def test_killed_worker_chunk_is_requeued_and_monitor_can_be_replaced(client, clu
     cluster.wait_for_workers(2)
     env = cluster.child_env()
     first_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
-    job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=1.0))
+    # No speculative copies: the killed worker's chunk must come back through the monitor's requeue.
+    job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=1.0, speculate=False))
     wait_until(lambda: client.zcard(keys.DEADLINES) >= 2, what="two running chunks")
     first_monitor.send_signal(signal.SIGKILL)
     first_monitor.wait()

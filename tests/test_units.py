@@ -12,7 +12,7 @@ from hydra.queue import SubmitOptions, read_job, submit
 from hydra.scripts import Scripts, script_keys
 from hydra.settings import Settings
 from hydra.tasks.base import parse_count
-from hydra.worker import RATE_SMOOTHING, ChunkRunner
+from hydra.worker import ChunkRunner
 
 
 @pytest.mark.parametrize("text", ["1e10", "10000000000", "10_000_000_000", " 1E10 ", 10**10])
@@ -99,8 +99,11 @@ def test_probe_is_small_and_rate_estimate_converges(fake):
     chunk = ChunkDescriptor(job_id, 0, "pi", ctx.seed, 0, ctx.units_total)
     task = get_task("pi")
     assert runner._units_to_take(chunk, task, ctx) == task.probe_units(ctx.params) <= 16
+    runner._learn_rate("pi", 1e6, 0.5)  # a tiny chunk slowed by fixed costs: 2e6 units/s
     for _ in range(30):
-        runner._learn_rate("pi", 1e9)
-    assert abs(runner.rates["pi"] - 1e9) < 1e9 * (1 - RATE_SMOOTHING) ** 29 + 1
+        runner._learn_rate("pi", 1e9, 1.0)  # then one-second chunks at 1e9 units/s
+    assert abs(runner.rates["pi"] - 1e9) < 1e9 * 0.01
+    runner._learn_rate("pi", 1e6, 0.01)  # another tiny, slow chunk barely moves it
+    assert runner.rates["pi"] > 0.99e9
     taken = runner._units_to_take(chunk, task, ctx)
     assert taken * 2**20 == pytest.approx(2.0 * 1e9, rel=0.01)  # about chunk_seconds at the measured rate

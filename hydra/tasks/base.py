@@ -27,6 +27,8 @@ class Plan:
 class ChunkResult:
     sums: dict[str, int] = field(default_factory=dict)
     blob: bytes = b""
+    # The uncompressed result, kept in the worker for the page's preview; never sent to Redis.
+    array: Any = None
 
 
 class Task(ABC):

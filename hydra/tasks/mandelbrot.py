@@ -111,11 +111,14 @@ class MandelbrotTask(Task):
             from hydra.kernels.cuda import mandelbrot_escape_counts_cuda as compute
         total = compute(*p["center"], p["span"], p["width"], p["height"], p["max_iter"], first, count, out)
         header = struct.pack(_HEADER, first, count)
-        return ChunkResult(sums={"iterations": total}, blob=header + zlib.compress(out.tobytes(), 1))
+        return ChunkResult(sums={"iterations": total}, blob=header + zlib.compress(out.tobytes(), 1), array=out)
 
     def announce(self, job_id: str, params: dict[str, Any], result: ChunkResult) -> dict[str, Any] | None:
         from hydra.images import stripe_event
 
+        if result.array is not None:
+            first = struct.unpack_from(_HEADER, result.blob)[0]
+            return stripe_event(job_id, params, first, result.array)
         return stripe_event(job_id, params, *decode_stripe(params, result.blob))
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
