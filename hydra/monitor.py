@@ -75,6 +75,7 @@ class Monitor:
         self._last_housekeeping = 0.0
         self._last_cluster_event = 0.0
         self._last_totals: dict[str, float] = {}
+        self._active_before: set[str] = set()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Run passes until ``stop`` is set; Redis outages are waited out."""
@@ -253,6 +254,10 @@ class Monitor:
         active = self._active_jobs()
         for job_id in active:
             self.events.job_progress(self.redis, job_id)
+        # A job that ended without an event of its own (cancelled from the CLI, say): its final state.
+        for job_id in self._active_before - set(active):
+            self.events.job_progress(self.redis, job_id, force=True)
+        self._active_before = set(active)
         now = time.monotonic()
         if now - self._last_cluster_event < 1.0:
             return

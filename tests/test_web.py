@@ -82,3 +82,29 @@ def test_finished_mandelbrot_image_is_served(app, client, cluster_factory):
     with app.test_client().get(f"/jobs/{job_id}/image.png") as image:
         assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
     assert app.test_client().get("/jobs/000000000000/image.png").status_code == 404
+
+
+def test_monitor_announces_a_job_that_ended_without_an_event(redis_server, client):
+    """Cancelled from the CLI, a job's final state still reaches the page through the monitor."""
+    from hydra.events import Events
+    from hydra.monitor import Monitor
+    from hydra.queue import cancel
+    from hydra.settings import Settings
+
+    class Recorder(Events):
+        def __init__(self) -> None:
+            super().__init__(redis_server.url)
+            self.sent: list[tuple[str, dict]] = []
+
+        def emit(self, name: str, data) -> None:
+            self.sent.append((name, data))
+
+    events = Recorder()
+    monitor = Monitor(client, Settings(), events)
+    job_id = submit(client, "pi", {"samples": "1e9"}, SubmitOptions())
+    monitor.run_pass()
+    cancel(client, job_id)
+    events.sent.clear()
+    monitor.run_pass()
+    states = [data["state"] for name, data in events.sent if name == "job" and data["job"] == job_id]
+    assert states == ["cancelled"]
