@@ -116,8 +116,14 @@ def test_worker_survives_malformed_inbox_messages(client, cluster_factory):
     (name,) = cluster.wait_for_workers(1)
     user, wid = keys.split_worker(name)
     inbox = keys.inbox(user, wid)
-    for junk in (b"garbage{not-json", b"[]", b'{"t":"chunk"}', b'{"t":"chunk","job":"0123456789ab","chunk":0,"a":1,'
-                 b'"task":"os.system","version":"1","params":{},"seed":1,"first":0,"count":1}', b'{"t":"?"}'):
+    for junk in (
+        b"garbage{not-json",
+        b"[]",
+        b'{"t":"chunk"}',
+        b'{"t":"chunk","job":"0123456789ab","chunk":0,"a":1,'
+        b'"task":"os.system","version":"1","params":{},"seed":1,"first":0,"count":1}',
+        b'{"t":"?"}',
+    ):
         client.rpush(inbox, junk)
     job_id = submit(client, "pi", {"samples": "2e7", "seed": 3}, SubmitOptions())
     assert wait_for_job(client, job_id, timeout=60)["state"] == "done"

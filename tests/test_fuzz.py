@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from hydra.cli import main
 from hydra.connection import connect
 from hydra.local import RedisServer
-from hydra.queue import SubmitOptions, submit
 from hydra.worker import Revoked, Volunteer
 
 UNREACHABLE = "redis://127.0.0.1:1/0"

@@ -92,7 +92,13 @@ def test_descriptors_no_scheduler_writes_are_refused(change):
 def test_a_chunk_over_the_memory_cap_is_refused():
     v = volunteer()
     v.memory_cap = 1000
-    mandel = {**GOOD, "task": "mandelbrot", "params": TASKS["mandelbrot"].parse({"width": 4096}), "first": 0, "count": 64}
+    mandel = {
+        **GOOD,
+        "task": "mandelbrot",
+        "params": TASKS["mandelbrot"].parse({"width": 4096}),
+        "first": 0,
+        "count": 64,
+    }
     with pytest.raises(InvalidInput, match="memory"):
         v.check(mandel)
 
