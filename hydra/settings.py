@@ -45,6 +45,9 @@ class Settings:
     # Test-only fault injection: "raise" makes every chunk raise; "cheat" or "cheat:0.1" corrupts
     # all or a fraction of results. Empty in real use.
     fault: str = ""
+    # The operator's Ed25519 key that signs the credit ledger's tree heads (created on first use,
+    # mode 0600); empty: $XDG_CONFIG_HOME/hydra/ledger-key.pem.
+    ledger_key: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
