@@ -33,8 +33,12 @@ hydra:credit:board              hash    volunteer → standing JSON (:mod:`hydra
 ==============================  ======  =============================================  ======
 
 Cost: subtrees below 16 leaves are recomputed from entries (at most 16 hashes), so the cache
-holds 2 × 32 bytes per 16 entries, 4 MB for 10⁶ entries (the entries themselves take ~200 MB). A
-pass reads only the new entries and O(log n) cached nodes; see ``bench`` figures in the README.
+holds 2 × 32 bytes per 16 entries: 4.0 MB for 10⁶ entries, whose entries take ~230 MB of Redis.
+A pass reads only the new entries (plus at most 15 before them) and O(log n) cached nodes.
+Measured at 10⁶ entries on a 2-core VM (shared): folding and signing the backlog of 10⁶ entries
+16 s (16 µs an entry, 20,000 a pass); a pass with 100 new entries 5 ms, with 1,000 25 ms; an idle
+pass 0.2 ms; a consistency proof 10-30 ms; a statement of 21,101 entries 13 s (Redis reads list
+blocks in the middle of a long list in O(n)), verified offline in 0.7 s.
 """
 
 from __future__ import annotations
@@ -194,6 +198,18 @@ class RedisTree:
             self._levels[level] = self.redis.get(level_key(level)) or b""
             level += 1
         return self
+
+    def load_blocks(self, indices: Sequence[int]) -> dict[int, bytes]:
+        """Read the 16-leaf blocks holding ``indices`` in one round trip; returns index → entry."""
+        starts = sorted({i - i % BLOCK for i in indices})
+        pipe = self.redis.pipeline(transaction=False)
+        for lo in starts:
+            pipe.lrange(LEDGER, lo, min(lo + BLOCK, self.size) - 1)
+        raw: dict[int, bytes] = {}
+        for lo, block in zip(starts, pipe.execute(), strict=True):
+            self.add_leaves(lo, block)
+            raw.update((lo + j, data) for j, data in enumerate(block))
+        return raw
 
     def add_leaves(self, start: int, data: Sequence[bytes]) -> None:
         for i, raw in enumerate(data):

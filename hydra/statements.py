@@ -34,7 +34,6 @@ from hydra.ledger import (
     head_for_size,
     latest_head,
     parse_entry,
-    read_entries,
 )
 
 FORMAT = "hydra-credit/1"
@@ -58,14 +57,14 @@ def build_statement(redis: redis_lib.Redis, volunteer: str) -> dict[str, Any]:
     indices = [int(i) for i in redis.lrange(by_volunteer_key(volunteer), 0, -1)]
     indices = [i for i in indices if i < head.size]
     tree = RedisTree(redis, head.size).preload()
+    raw = tree.load_blocks(indices)
     items, parsed = [], []
     for index in indices:
-        raw = read_entries(redis, index, index + 1)
-        if not raw:
+        if index not in raw:
             raise LedgerError(f"ledger entry {index} is missing")
         proof = merkle.inclusion_proof(tree, index, head.size)
-        items.append({"index": index, "entry": raw[0].decode(), "proof": [p.hex() for p in proof]})
-        parsed.append(parse_entry(raw[0]))
+        items.append({"index": index, "entry": raw[index].decode(), "proof": [p.hex() for p in proof]})
+        parsed.append(parse_entry(raw[index]))
     return {
         "statement": FORMAT,
         "volunteer": volunteer,
