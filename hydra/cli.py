@@ -20,6 +20,8 @@ import redis as redis_lib
 
 from hydra import __version__
 from hydra.connection import check_reachable, connect, redact
+from hydra.credit_cli import add_parser as add_credit_parser
+from hydra.credit_cli import run as cmd_credit
 from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
 from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument("name")
     volunteer_commands.add_parser("list", help="volunteers with credentials")
     commands.add_parser("monitor", help="requeue chunks of vanished workers (long-running)")
+    add_credit_parser(commands)
     web = commands.add_parser("web", help="serve the live page")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=5000)
@@ -445,4 +448,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "web": cmd_web,
     "certs": cmd_certs,
     "volunteer": cmd_volunteer,
+    "credit": cmd_credit,
 }

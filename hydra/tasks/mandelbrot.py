@@ -61,6 +61,9 @@ class MandelbrotTask(Task):
     name = "mandelbrot"
     display_unit = "pixels"
     sums = ("iterations",)
+    # Work is the estimated iterations actually run (a point the cardioid test catches costs 1):
+    # 1 credit = 10**9 of them, about 2 s of one core.
+    credit_per_work = 1e-9
 
     def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
         width = parse_count("width", params.get("width", 1024), low=1, high=MAX_SIDE)
