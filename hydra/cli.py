@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import redis as redis_lib
 
 from hydra import __version__
+from hydra.carbon import options as carbon_options
 from hydra.connection import check_reachable, connect, redact
 from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
@@ -123,6 +124,7 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-speculate", action="store_true", help="no copies of slow chunks at the job's tail")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    carbon_options.add_submit_options(parser)
 
 
 def _glue_negative_values(argv: list[str]) -> list[str]:
@@ -201,7 +203,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.chunk_units is not None and args.chunk_units < 1:
         raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
     options = SubmitOptions.from_settings(
-        settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
+        settings,
+        chunk_units=args.chunk_units,
+        speculate=not args.no_speculate,
+        verify=args.verify,
+        **carbon_options.submit_fields(args),
     )
     if args.local:
         from hydra.local import LocalCluster, free_port
