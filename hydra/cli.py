@@ -203,12 +203,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.chunk_units is not None and args.chunk_units < 1:
         raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
     options = SubmitOptions.from_settings(
-        settings,
-        chunk_units=args.chunk_units,
-        speculate=not args.no_speculate,
-        verify=args.verify,
-        **carbon_options.submit_fields(args),
+        settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
     )
+    options = carbon_options.apply(options, args)
     if args.local:
         from hydra.local import LocalCluster, free_port
 

@@ -8,10 +8,14 @@ submission; default :data:`DEFAULT_DEADLINE`, 24 h), and is never made to miss i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
+from typing import Any, TypeVar
 
 from hydra.errors import InvalidInput
+
+T = TypeVar("T")
 
 DEFAULT_DEADLINE = 24 * 3600.0
 MAX_DEADLINE = 30 * 24 * 3600.0
@@ -46,3 +50,9 @@ def submit_fields(args: argparse.Namespace) -> dict[str, object]:
         return {"carbon_aware": False, "deadline": None}
     deadline = DEFAULT_DEADLINE if args.deadline is None else parse_deadline(args.deadline)
     return {"carbon_aware": True, "deadline": deadline}
+
+
+def apply(options: T, args: argparse.Namespace) -> T:
+    """``options`` (a SubmitOptions) with ``carbon_aware`` and ``deadline`` set from the arguments."""
+    fields: dict[str, Any] = submit_fields(args)
+    return dataclasses.replace(options, **fields)  # type: ignore[type-var]
