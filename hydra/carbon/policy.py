@@ -60,17 +60,33 @@ class CarbonJob:
 
 @dataclass(frozen=True)
 class PoolView:
-    """Live capacity per zone, in the unit of :attr:`CarbonJob.throughput` (e.g. reference workers)."""
+    """Live capacity per zone, in the unit of :attr:`CarbonJob.throughput` (e.g. reference workers).
+
+    ``reserve`` is the fraction of that capacity a waiting job must leave to work not yet
+    submitted: the recent load (see :func:`recent_load`). A job that waits counts only on the
+    rest, so that a busy pool holds little back and a loaded one none.
+    """
 
     capacity: Mapping[str, float] = field(default_factory=dict)
+    reserve: float = 0.0
 
     @cached_property
     def key(self) -> tuple[tuple[str, float], ...]:
-        return tuple(sorted((z, round(c, 6)) for z, c in self.capacity.items() if c > 0))
+        share = 1.0 - min(max(self.reserve, 0.0), 0.95)
+        return tuple(sorted((z, round(c * share, 6)) for z, c in self.capacity.items() if c > 0))
 
     @property
     def total(self) -> float:
         return sum(c for _, c in self.key)
+
+
+def recent_load(work_submitted: float, window: float, capacity: float) -> float:
+    """The pool's recent load: capacity-seconds submitted over the last ``window`` seconds (a day
+    is a good window) over what the pool could do in that time. The dispatcher passes it as
+    :attr:`PoolView.reserve`."""
+    if capacity <= 0 or window <= 0:
+        return 0.0
+    return min(1.0, max(0.0, work_submitted / (capacity * window)))
 
 
 class CarbonPolicy:
@@ -191,3 +207,21 @@ def may_run(job: CarbonJob, zone: str, now: float, pool: PoolView, signal: Carbo
     it has (see the module docstring).
     """
     return policy_for(signal).may_run(job, zone, now, pool)
+
+
+def dispatch_allowed(
+    carbon_aware: bool,
+    deadline: float | None,
+    remaining: float,
+    zone: str,
+    now: float,
+    pool: PoolView,
+    signal: CarbonSignal,
+    throughput: float = 1.0,
+    ahead: float = 0.0,
+) -> bool:
+    """The gate for the core's dispatcher. A job without ``--carbon-aware`` passes at once, touching
+    nothing (dispatch exactly as before); a carbon-aware one asks :func:`may_run`."""
+    if not carbon_aware or deadline is None:
+        return True
+    return may_run(CarbonJob(remaining, deadline, throughput, ahead), zone, now, pool, signal)
