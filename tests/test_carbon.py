@@ -127,7 +127,7 @@ class FakeAPI:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 url = urlparse(self.path)
-                api.requests.append((url.path, dict(self.headers)))
+                api.requests.append((url.path, {k.lower(): v for k, v in self.headers.items()}))
                 api.release.wait(10)
                 route = api.routes.get(url.path)
                 status, body = route(parse_qs(url.query), self.headers) if route else (404, {"error": "no"})
@@ -272,17 +272,18 @@ def test_electricity_maps_v3_with_its_token(api: FakeAPI) -> None:
 
 def test_watttime_v3_logs_in_and_keeps_its_marginal_signal_apart(api: FakeAPI) -> None:
     now = T0 + 20 * HOUR
-    tokens = ["t1", "t2"]
     issued: list[str] = []
+    valid: list[str] = []
 
     def login(q: Any, h: Any) -> tuple[int, Any]:
         if h.get("Authorization") != "Basic " + base64.b64encode(b"ada:pw").decode():
             return 403, {"error": "bad login"}
-        issued.append(tokens[len(issued)])
+        issued.append(f"t{len(issued) + 1}")
+        valid[:] = issued[-1:]
         return 200, {"token": issued[-1]}
 
     def forecast(q: dict[str, list[str]], h: Any) -> tuple[int, Any]:
-        if h.get("Authorization") != f"Bearer {issued[-1] if issued else ''}":
+        if h.get("Authorization") != f"Bearer {valid[0] if valid else ''}":
             return 401, {"error": "expired"}
         assert q["region"] == ["CAISO_NORTH"] and q["signal_type"] == ["co2_moer"]
         points = [
@@ -305,9 +306,9 @@ def test_watttime_v3_logs_in_and_keeps_its_marginal_signal_apart(api: FakeAPI) -
     got = wt.forecast("US-CAL-CISO", 2)
     assert [round(r.grams, 2) for r in got] == [453.59, 226.8]  # lbs/MWh → g/kWh
     assert all(r.kind == "marginal" for r in got)
-    issued.append("rotated-away")  # the server forgets the token: one new login, then on
+    valid.clear()  # the server forgets the token: one new login, then on
     assert wt.latest("US-CAL-CISO").grams == pytest.approx(453.59237)  # type: ignore[union-attr]
-    assert issued[-1] == "t2"
+    assert issued == ["t1", "t2"]
     with pytest.raises(CarbonSourceError, match="cannot be compared"):
         check_same_kind([got[0], Reading("ES", now, 200.0, "average")])
 

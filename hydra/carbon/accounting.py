@@ -127,7 +127,7 @@ def add_to_totals(pipe: object, job_key: str, user: str, carbon: ChunkCarbon) ->
 
 def result_fields(job_record: Mapping[str, str | bytes]) -> dict[str, object]:
     """What ``hydra result --json`` adds: ``co2_grams`` and what the figure is."""
-    raw = job_record.get(JOB_FIELD, 0)
+    raw = job_record.get(JOB_FIELD, job_record.get(JOB_FIELD.encode(), 0))  # type: ignore[call-overload]
     mg = int(raw.decode() if isinstance(raw, bytes) else raw or 0)
     return {"co2_grams": mg / 1000.0, "co2_basis": ESTIMATE_NOTE}
 

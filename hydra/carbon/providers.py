@@ -58,6 +58,7 @@ def _get_json(url: str, headers: Mapping[str, str], timeout: float) -> Any:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        exc.close()
         raise CarbonSourceError(f"{url}: HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise CarbonSourceError(f"{url}: {exc}") from None
