@@ -600,3 +600,35 @@ def test_bench_meets_the_goals_on_the_shipped_week() -> None:
     assert result["oracle_gap"] <= 0.10
     assert result["time_shift_saving"] >= 0.15
     assert result["hydra"]["co2_grams_per_job"] < result["blind"]["co2_grams_per_job"]
+
+
+# -- the dispatcher's hook -----------------------------------------------------------------------
+
+
+def test_gate_holds_dirty_zone_workers_and_passes_jobs_without_the_flag() -> None:
+    from hydra import keys
+    from hydra.carbon.gate import CarbonGate
+
+    class Untouchable:
+        kind = "average"
+        name = "untouchable"
+
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError("asked the carbon signal for a job without --carbon-aware")
+
+    r = fakeredis.FakeRedis()
+    r.hset(keys.job("plain"), mapping={"units_total": 100, "units_done": 0})
+    assert CarbonGate(r, Untouchable()).allows("plain", "pi", 1e6, 100, "PL")  # type: ignore[arg-type]
+
+    clock = Clock(T0)
+    signal = signal_of({"NO": [30.0] * 96, "PL": [700.0] * 96}, clock)
+    r.hset(keys.job("green"), mapping={"units_total": 100, "units_done": 0, "carbon_deadline": T0 + 24 * HOUR})
+    for name, zone, rate in (("alice/1", "NO", 1e3), ("bob/1", "PL", 1e3)):
+        r.hset(keys.worker(name), mapping={"zone": zone})
+        r.zadd(keys.rates("pi"), {name: rate})
+    gate = CarbonGate(r, signal, clock)
+    assert gate.pool("pi", T0).capacity == {"NO": 1e3, "PL": 1e3}
+    assert gate.allows("green", "pi", 1e6, 100, "NO")
+    assert not gate.allows("green", "pi", 1e6, 100, "PL")
+    clock.t = T0 + 24 * HOUR - 1200  # the deadline is near: every zone runs it
+    assert gate.allows("green", "pi", 1e6, 100, "PL")
