@@ -184,7 +184,7 @@ def oracle(trace: Trace, pool: dict[str, int], jobs: list[SimJob]) -> Outcome:
             done = max(done, min(job.deadline, trace.start + (h + 1) * HOUR))
             if left <= 0:
                 break
-        missed += left > 1e-6
+        missed += int(left > 1e-6)
         grams.append(g)
         finish.append(done - job.arrival)
     return Outcome(grams, finish, missed)
@@ -355,18 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_chart:
         print(f"chart: {chart(trace, result, OUT / 'carbon.png')}")
     result["wall_seconds"] = round(elapsed, 2)
-    result["goals_met"] = {
-        "saving_vs_blind": result["saving_vs_blind"] >= GOALS["saving_vs_blind"],
-        "time_shift_saving": result["time_shift_saving"] >= GOALS["time_shift_saving"],
-        "oracle_gap": result["oracle_gap"] <= GOALS["oracle_gap"],
-        "deadlines_missed": result["deadlines_missed"] == 0,
+    result["goals_met"] = {  # plain bools, not numpy ones
+        "saving_vs_blind": bool(result["saving_vs_blind"] >= GOALS["saving_vs_blind"]),
+        "time_shift_saving": bool(result["time_shift_saving"] >= GOALS["time_shift_saving"]),
+        "oracle_gap": bool(result["oracle_gap"] <= GOALS["oracle_gap"]),
+        "deadlines_missed": bool(result["deadlines_missed"] == 0),
     }
     if args.json:
         import json
 
         OUT.mkdir(exist_ok=True)
         public = {k: v for k, v in result.items() if not k.startswith("_")}
-        (OUT / "carbon.json").write_text(json.dumps(public, indent=2))
+        (OUT / "carbon.json").write_text(json.dumps(public, indent=2, default=lambda o: o.item()))
         print(f"json: {OUT / 'carbon.json'}")
     return 0
 

@@ -585,8 +585,12 @@ def test_bench_quick_on_a_small_trace_directory(tmp_path: Path) -> None:
     from bench import carbon as bench
 
     start = time.perf_counter()
-    assert bench.main(["--trace", str(tmp_path), "--quick", "--slacks", "2h,12h", "--no-chart"]) == 0
+    assert bench.main(["--trace", str(tmp_path), "--quick", "--slacks", "2h,12h", "--json"]) == 0
     assert time.perf_counter() - start < 60
+    written = json.loads((bench.OUT / "carbon.json").read_text())
+    assert {"saving_vs_blind", "oracle_gap", "deadlines_missed", "time_shift_saving"} <= set(written)
+    assert written["deadlines_missed"] == 0 and written["trace"]["zones"] == ["AA", "BB"]
+    assert (bench.OUT / "carbon.png").stat().st_size > 10_000
 
 
 def test_bench_meets_the_goals_on_the_shipped_week() -> None:
