@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import redis as redis_lib
 
 from hydra import __version__
+from hydra.carbon import options as carbon_options
 from hydra.connection import check_reachable, connect, redact
 from hydra.credit_cli import add_parser as add_credit_parser
 from hydra.credit_cli import run as cmd_credit
@@ -127,6 +128,7 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-speculate", action="store_true", help="no copies of slow chunks at the job's tail")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    carbon_options.add_submit_options(parser)
 
 
 def _glue_negative_values(argv: list[str]) -> list[str]:
@@ -207,6 +209,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     options = SubmitOptions.from_settings(
         settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
     )
+    options = carbon_options.apply(options, args)
     if args.local:
         from hydra.local import LocalCluster, free_port
 

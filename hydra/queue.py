@@ -41,6 +41,8 @@ class SubmitOptions:
     # "1": trust each result; "2": every chunk confirmed by a second worker; "auto": spot checks.
     verify: str = "1"
     max_active_jobs: int = 100
+    carbon_aware: bool = False  # hydra.carbon.options: wait for cleaner zones and hours, within the deadline
+    deadline: float | None = None  # seconds from submission; only with carbon_aware
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> SubmitOptions:
