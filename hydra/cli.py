@@ -277,6 +277,10 @@ def _print_result(client: redis_lib.Redis, job_id: str, args: argparse.Namespace
         return 0
     for line in RESULT_FORMATS.get(result["task"], _format_generic)(result):
         print(line)
+    if "co2_grams" in result:
+        from hydra.carbon.accounting import describe
+
+        print(describe(round(result["co2_grams"] * 1000)))
     return 0
 
 

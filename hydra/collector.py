@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import time
 from typing import Any
@@ -85,6 +86,9 @@ class Collector:
         self.dispatcher = dispatcher or Dispatcher(redis, settings, self.scripts)
         self.events = events or Events(None)
         self._strikes: dict[str, list[float]] = {}
+        from hydra.carbon.accounting import watts_from_env
+
+        self._watts = watts_from_env(os.environ)
 
     # -- reading outboxes ---------------------------------------------------------------------------
     def drain(self, user: str) -> int:
@@ -308,6 +312,7 @@ class Collector:
         reply = self.scripts.accept(keys=[*job_script_keys(job_id), keys.held(name), keys.vouched(user)], args=args)
         outcome = int(reply[0])
         if outcome:
+            self._account_carbon(name, user, job_id, chunk_id, spec, first, count, float(reply[1]), now)
             self._learn_rate(name, task.name, task.work(spec.params, spec.data, first, count), float(reply[1]), now)
             self.redis.hincrby(
                 keys.COUNTS,
@@ -328,6 +333,33 @@ class Collector:
         if outcome == 3:
             self.dispatcher.serve_idle()
         return {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
+
+    def _account_carbon(
+        self, name: str, user: str, job_id: str, chunk_id: str, spec: Any, first: int, count: int, at: float, now: float
+    ) -> None:
+        """CO2 of a chunk from the trusted busy time (never the seconds a volunteer reports), the
+        device's power and the grid intensity of the worker's zone at that hour (hydra.carbon)."""
+        from hydra.carbon import accounting
+
+        last, device, zone, rate = self.redis.hmget(
+            keys.worker(name), "last_result", "device", "zone", f"rate:{spec.task.name}"
+        )
+        work = spec.task.work(spec.params, spec.data, first, count)
+        expected = work / float(rate) if rate and float(rate) > 0 else spec.chunk_seconds
+        seconds = accounting.trusted_seconds(
+            at, now, float(last) if last else None, expected, self.settings.deadline_factor
+        )
+        try:
+            reading = self.dispatcher.carbon.signal.latest((zone or b"").decode())
+        except Exception as exc:  # a carbon signal never stops result collection
+            log.debug("no carbon reading: %s", exc)
+            return
+        if reading is None:
+            return
+        carbon = accounting.chunk_carbon(seconds, (device or b"cpu").decode(), reading, self._watts)
+        pipe = self.redis.pipeline()
+        accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
+        pipe.execute()
 
     def _stale_flood(self, user: str) -> bool:
         now = time.monotonic()

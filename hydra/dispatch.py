@@ -32,6 +32,7 @@ from redis import Redis
 
 from hydra import keys
 from hydra.carbon.gate import CarbonGate
+from hydra.credit import chunk_credit
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
 from hydra.tasks import TASKS
@@ -43,9 +44,6 @@ DEPTH = 2
 MIN_CHUNK_SECONDS = 0.1
 # A tail copy must be expected to finish this much sooner than the chunk's holder to be worth it.
 SPECULATION_MARGIN = 0.5
-# Credit is fixed per chunk from the task's cost when the chunk is assigned (one credit per 10**9
-# units of a task's work unless the task says otherwise); the ledger counts milli-credits.
-DEFAULT_CREDIT_PER_WORK = 1e-9
 _CACHE_SECONDS = 0.2
 
 
@@ -203,7 +201,7 @@ class Dispatcher:
     ) -> list[Any]:
         now = time.time()
         expected = self._expected(view, spec, work)
-        credit = round(work * getattr(spec.task, "credit_per_work", DEFAULT_CREDIT_PER_WORK) * 1000)
+        credit = chunk_credit(spec.task, spec.params, spec.data, first, take)
         return self.scripts.assign(
             keys=[*job_script_keys(spec.job_id), keys.held(view.name), keys.inbox(view.user, view.wid), keys.IDLE],
             args=[

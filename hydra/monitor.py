@@ -95,6 +95,9 @@ class Monitor:
         self._last_done: dict[str, float] = {}
         self._active_before: set[str] = set()
         self.longest_pass = 0.0
+        from hydra import ledger
+
+        self.ledger_key = ledger.load_key(settings.ledger_key or None)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -186,6 +189,7 @@ class Monitor:
             if self.redis.hlen(keys.vouched(user)) or self.redis.scard(keys.user_workers(user)):
                 self._safely(self.collector.quarantined, user)
         self._emit()
+        self._sign_ledger()
         if now - self._last_housekeeping > HOUSEKEEPING_SECONDS:
             self._housekeeping()
             self._last_housekeeping = now
@@ -244,6 +248,20 @@ class Monitor:
             pipe.execute()
             report.copied.append(f"job {job_id} chunk {chunk_id} overdue on {holder}: copy wanted")
         self.dispatcher.serve_idle()
+
+    def _sign_ledger(self) -> None:
+        """Fold new ledger entries into the Merkle tree and the leaderboard, and sign a new head."""
+        from hydra import credit
+
+        try:
+            head = credit.monitor_pass(self.redis, self.ledger_key)
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError):
+            raise
+        except Exception as exc:  # the ledger must never stop the monitor
+            record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
+            return
+        if head and self.events.redis_url:
+            self.events.emit("credit", credit.credit_event(self.redis))
 
     def _window(self) -> float:
         return self.settings.deadline_factor * self.settings.chunk_seconds + self.settings.deadline_slack

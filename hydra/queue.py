@@ -111,6 +111,8 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         "salt": secrets.token_hex(16),
         **{f"sum:{name}": 0 for name in task.sums},
     }
+    if options.carbon_aware:  # hydra.carbon.gate reads it: hold work for cleaner zones and hours, until then
+        record["carbon_deadline"] = now + (options.deadline or 24 * 3600)
     pipe = redis.pipeline()
     pipe.hset(keys.job(job_id), mapping=record)
     if plan.data:
@@ -207,10 +209,13 @@ def result_of(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None
         raise JobFailed(f"job {job_id} is {record['state']}{reason}")
     seconds = record["finished"] - record["created"]
     summary = get_task(record["task"]).summarize(record)
+    from hydra.carbon.accounting import result_fields
+
     return {
         "job": job_id,
         "task": record["task"],
         **summary,
+        **result_fields(record),
         "seconds": seconds,
         f"{record['display_unit']}_per_second": record["display_total"] / seconds if seconds > 0 else None,
         "workers": redis.hlen(keys.job_workers(job_id)),
