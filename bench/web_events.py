@@ -12,6 +12,7 @@ events the browser received per second, latency from a chunk's completion to the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -21,13 +22,14 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import save, table
-from hydra.chunks import rq_queue
+from hydra import keys
+from hydra.collector import Collector
 from hydra.connection import connect
 from hydra.events import Events
 from hydra.kernels.pi import BLOCK
 from hydra.local import RedisServer, free_port, spawn, stop_process
 from hydra.queue import SubmitOptions, submit
-from hydra.scripts import Scripts, script_keys
+from hydra.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -105,17 +107,39 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def produce(client, events: Events, job_id: str, n: int, rate: int) -> dict[int, float]:
-    """Finish chunk i at start + i / rate, emitting progress as a worker does; return units → time done."""
-    scripts, ks = Scripts(client), script_keys(job_id, rq_queue(client).key)
+    """Finish chunk i at start + i / rate through the real collector (a volunteer's result message
+    accepted by the ACCEPT script, progress emitted as the monitor does); return units → time done."""
+    collector = Collector(client, Settings(), events=events)
+    user, wid = "bench", "w1"
+
+    def send(message: dict) -> None:
+        collector.handle(user, json.dumps(message).encode() + b"\n")
+
+    send({"t": "hello", "w": wid, "tasks": {"pi": "1"}, "device": "cpu", "zone": "", "host": "h", "pid": 1})
     done_at: dict[int, float] = {}
     start = time.time()
     for i in range(n):
+        raw = client.lpop(keys.inbox(user, wid))
+        while raw and json.loads(raw)["t"] != "chunk":
+            raw = client.lpop(keys.inbox(user, wid))
+        if raw is None:
+            break
+        chunk = json.loads(raw)
         delay = start + i / rate - time.time()
         if delay > 0:
             time.sleep(delay)
-        scripts.complete(keys=ks, args=[job_id, i, "bench", time.time(), i, 1, "", "", "inside", 0])
+        send(
+            {
+                "t": "result",
+                "w": wid,
+                "job": chunk["job"],
+                "chunk": chunk["chunk"],
+                "a": chunk["a"],
+                "sums": {"inside": 0},
+                "seconds": 0.001,
+            }
+        )
         done_at[i + 1] = time.time()
-        events.job_progress(client, job_id, force=i == n - 1)
     return done_at
 
 
