@@ -24,10 +24,10 @@ from bench.common import save, table
 from hydra.chunks import rq_queue
 from hydra.connection import connect
 from hydra.events import Events
-from hydra.kernels.pi import BLOCK
 from hydra.local import RedisServer, free_port, spawn, stop_process
 from hydra.queue import SubmitOptions, submit
 from hydra.scripts import Scripts, script_keys
+from hydra.tasks.pi.kernel import BLOCK
 
 CHROMIUM = "/usr/bin/chromium"
 

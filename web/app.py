@@ -136,14 +136,14 @@ def api_cancel(job_id: str):
 
 @bp.get("/jobs/<job_id>/image.png")
 def job_image(job_id: str):
-    from hydra.images import assemble
+    from hydra.outputs import write_job_outputs
 
     record = read_job(_redis(), job_id)
     if record["task"] != "mandelbrot" or record["state"] != "done":
         raise InvalidInput(f"job {job_id} has no finished image")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"mandelbrot-{job_id}.png"
-        assemble(_redis(), job_id, record["params"], png_path=path)
+        write_job_outputs(_redis(), job_id, {"out": path})
         data = path.read_bytes()
     from io import BytesIO
 

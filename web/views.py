@@ -9,8 +9,8 @@ from redis import Redis
 
 from hydra import keys
 from hydra.errors import NoSuchJob
-from hydra.kernels.pi import BLOCK
 from hydra.queue import list_jobs, read_job
+from hydra.tasks.pi.kernel import BLOCK
 from hydra.workers import worker_list
 
 TRACE_POINTS = 400

@@ -1,0 +1,63 @@
+"""How chunk results combine into a job's result: exactly, and the same in any order.
+
+A task names its integer results in ``Task.sums`` and says in ``Task.reduce`` how each combines:
+
+* ``"sum"`` (the default): added, as counts and integer totals are.
+* ``"max"`` / ``"min"``: the largest / smallest value any chunk reported.
+* ``"at:<name>"``: where the ``max``/``min`` of ``<name>`` was found (e.g. the prime that starts the
+  largest gap). The chunk with the better ``<name>`` wins; on a tie, the smaller where wins, so the
+  answer does not depend on which chunk arrived first.
+
+Every value is an int; ``max``/``min``/``at`` values stay below 2**53 so that Redis' Lua (whose
+numbers are doubles) compares them exactly. Floats never combine: a task that needs a real number
+reports an exact integer (a count, a fixed-point total) and divides in ``summarize``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+KINDS = ("sum", "max", "min")
+EXACT = 2**53
+
+
+def kinds(sums: tuple[str, ...], reduce: Mapping[str, str]) -> dict[str, str]:
+    """The reduction of every sum, checked (``sum`` unless the task says otherwise)."""
+    out = {name: reduce.get(name, "sum") for name in sums}
+    for name, kind in out.items():
+        if kind.startswith("at:"):
+            target = kind[3:]
+            if out.get(target) not in ("max", "min"):
+                raise ValueError(f"{name!r}: {kind!r} must name a max or min sum of the same task")
+        elif kind not in KINDS:
+            raise ValueError(f"{name!r}: reduction must be sum, max, min or at:<name>, not {kind!r}")
+    unknown = set(reduce) - set(sums)
+    if unknown:
+        raise ValueError(f"reduce names {sorted(unknown)} that are not in sums")
+    return out
+
+
+def initial(kinds_: Mapping[str, str]) -> dict[str, int]:
+    """A job's sums before any chunk: 0 for added sums; max/min/at are absent until a chunk sets them."""
+    return {name: 0 for name, kind in kinds_.items() if kind == "sum"}
+
+
+def combine(kinds_: Mapping[str, str], a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, int]:
+    """The combination of two partial results; either may lack max/min/at fields (nothing yet)."""
+    out: dict[str, int] = {}
+    for name, kind in kinds_.items():
+        if kind == "sum":
+            out[name] = int(a.get(name, 0)) + int(b.get(name, 0))
+        elif kind in ("max", "min"):
+            values = [int(x[name]) for x in (a, b) if name in x]
+            if values:
+                out[name] = max(values) if kind == "max" else min(values)
+    for name, kind in kinds_.items():
+        if kind.startswith("at:"):
+            target = kind[3:]
+            best = out.get(target)
+            wheres = [int(x[name]) for x in (a, b) if name in x and target in x and int(x[target]) == best]
+            if wheres:
+                out[name] = min(wheres)
+    return out
