@@ -65,6 +65,8 @@ class Param:
 
     def _check_bounds(self, number: float, value: Any) -> None:
         if self.low is not None and (number <= self.low if self.open_low else number < self.low):
+            if self.open_low and self.low == 0:
+                raise InvalidInput(f"{self.flag} must be positive, got {value}")
             word = "above" if self.open_low else "at least"
             raise InvalidInput(f"{self.flag} must be {word} {self.low:g}, got {value}")
         if self.high is not None and number > self.high:
@@ -72,14 +74,16 @@ class Param:
 
     def describe(self) -> str:
         """The help text with the default and bounds, for ``--help`` and the form's tooltip."""
-        parts = [self.help]
-        if self.low is not None or self.high is not None:
-            low = "" if self.low is None else f"{self.low:.6g}"
-            high = "" if self.high is None else f"{self.high:.6g}"
-            parts.append(f"({'>' if self.open_low else ''}{low}..{high})")
+        limits = []
+        if self.low is not None:
+            limits.append(f"{'>' if self.open_low else '≥'} {self.low:.6g}")
+        if self.high is not None:
+            limits.append(f"≤ {self.high:.6g}")
+        if self.choices:
+            limits.append("one of " + ", ".join(self.choices))
         if self.default is not None:
-            parts.append(f"default {_shown(self.default)}")
-        return " ".join(parts)
+            limits.append(f"default {_shown(self.default)}")
+        return f"{self.help} ({'; '.join(limits)})" if limits else self.help
 
 
 def parse_params(declared: Iterable[Param], raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -88,9 +88,7 @@ class PrimesTask(Task):
     def format(self, result: Mapping[str, Any]) -> list[str]:
         lines = [f"{result['primes']:,} primes below {result['below']:,}"]
         if result.get("max_gap"):
-            lines.append(
-                f"largest gap {result['max_gap']:,}: from {result['gap_start']:,} to {result['gap_end']:,}"
-            )
+            lines.append(f"largest gap {result['max_gap']:,}: from {result['gap_start']:,} to {result['gap_end']:,}")
         seconds = result.get("seconds")
         if seconds is not None:
             rate = result.get("numbers_per_second")
@@ -103,4 +101,3 @@ class PrimesTask(Task):
     def series_point(self, params: dict[str, Any], units_done: int, sums: Mapping[str, int]) -> list[float] | None:
         numbers = min(units_done * SEGMENT, params["below"])
         return [numbers, int(sums.get("primes", 0))] if numbers else None
-
