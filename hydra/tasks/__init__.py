@@ -7,7 +7,9 @@ A package adds a task with no change to Hydra::
 
 The entry point's name is the task's name; it points at a :class:`~hydra.tasks.base.Task` subclass
 (or an instance). Hydra's own tasks (pi, mandelbrot, primes) register the same way, in Hydra's
-pyproject.toml. A task that fails to load is logged and left out; the others still work.
+pyproject.toml. A task that fails to load is logged and left out; the others still work. What a
+worker can run is what is installed on its machine: a chunk descriptor names a task and its
+version, and the queue never carries code.
 
 ``task_fingerprint`` identifies the code of a task: the sha256 of its package's source files.
 """
@@ -26,8 +28,6 @@ from hydra.errors import InvalidInput
 from hydra.tasks.base import Task
 
 GROUP = "hydra.tasks"
-# What rq runs for each chunk ticket of the pre-redesign core (see hydra.entry).
-ENTRY_POINT = "hydra.entry.run_chunk"
 
 log = logging.getLogger(__name__)
 

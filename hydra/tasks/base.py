@@ -93,6 +93,10 @@ class Task(ABC):
     @abstractmethod
     def plan(self, params: dict[str, Any]) -> Plan: ...
 
+    def units_total(self, params: dict[str, Any]) -> int:
+        """How many units a job with these parameters has (cheap: workers check ranges with it)."""
+        return self.plan(params).units_total
+
     @abstractmethod
     def work(self, params: dict[str, Any], data: bytes, first: int, count: int) -> float:
         """Effort of units [first, first + count), in the unit worker rates are measured in."""
@@ -133,20 +137,30 @@ class Task(ABC):
         """The largest blob (and decompressed payload) an honest chunk of ``count`` units sends."""
         return 0
 
+    def check_blob(self, params: dict[str, Any], first: int, count: int, blob: bytes) -> None:
+        """Refuse a blob that is not the result of units [first, first + count); runs on the trusted
+        side, so any decoding must be bounded. Tasks without blobs accept only an empty one."""
+        if blob:
+            raise InvalidInput(f"{self.name} chunks carry no blob")
+
+    def chunk_memory(self, params: dict[str, Any], count: int) -> int:
+        """Bytes a worker needs to run ``count`` units; a worker refuses chunks over its cap."""
+        return 0
+
     def check_sums(self, params: dict[str, Any], first: int, count: int, sums: Mapping[str, Any]) -> None:
-        """Raise ValueError for sums no honest worker reports (missing, extra, not ints, out of range)."""
+        """Raise InvalidInput for sums no honest worker reports (missing, extra, not ints, out of range)."""
         if set(sums) != set(self.sums):
-            raise ValueError(f"{self.name} chunks report {sorted(self.sums)}, got {sorted(sums)}")
+            raise InvalidInput(f"{self.name} chunks report {sorted(self.sums)}, got {sorted(sums)}")
         for name, value in sums.items():
             if type(value) is not int or not -(2**63) <= value < 2**63:
-                raise ValueError(f"{name} must be a 64-bit integer")
+                raise InvalidInput(f"{name} must be a 64-bit integer")
             if self.reduce.get(name, "sum") != "sum" and not 0 <= value < reducing.EXACT:
-                raise ValueError(f"{name} must be in [0, 2**53)")
+                raise InvalidInput(f"{name} must be in [0, 2**53)")
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         """Refuse results no honest worker produces (a blob larger than the task allows)."""
         if len(result.blob) > self.max_blob_bytes(params, count):
-            raise ValueError(f"{self.name} chunk result larger than {count} units allow")
+            raise InvalidInput(f"{self.name} chunk result larger than {count} units allow")
 
     # -- combining and reading the result --------------------------------------------------------
 

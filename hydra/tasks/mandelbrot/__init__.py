@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hydra.errors import InvalidInput
 from hydra.progress import human
 from hydra.tasks.base import ChunkResult, Output, Param, Plan, Task
 from hydra.tasks.mandelbrot import kernel
@@ -57,6 +58,9 @@ class MandelbrotTask(Task):
         costs = kernel.estimate_row_costs(*p["center"], p["span"], p["width"], p["height"], p["max_iter"])
         prefix = np.concatenate([[0.0], np.cumsum(costs)])
         return Plan(units_total=p["height"], data=prefix.astype("<f8").tobytes())
+
+    def units_total(self, params: dict[str, Any]) -> int:
+        return params["height"]
 
     @staticmethod
     def _prefix(data: bytes) -> np.ndarray:
@@ -107,12 +111,21 @@ class MandelbrotTask(Task):
         super().check_sums(params, first, count, sums)
         pixels = count * params["width"]
         if not pixels <= sums["iterations"] <= pixels * params["max_iter"]:
-            raise ValueError("iteration count out of range")
+            raise InvalidInput("iteration count out of range")
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         super().check_result(params, count, result)
-        if not 0 <= result.sums.get("iterations", -1) <= count * params["width"] * params["max_iter"]:
-            raise ValueError("iteration count out of range")
+        iterations = result.sums.get("iterations", -1)
+        if type(iterations) is not int or not 0 <= iterations <= count * params["width"] * params["max_iter"]:
+            raise InvalidInput("iteration count out of range")
+
+    def check_blob(self, params: dict[str, Any], first: int, count: int, blob: bytes) -> None:
+        row, stripe = decode_stripe(params, blob)
+        if (row, stripe.shape[0]) != (first, count):
+            raise InvalidInput("stripe blob is for other rows")
+
+    def chunk_memory(self, params: dict[str, Any], count: int) -> int:
+        return 3 * count * params["width"] * np.dtype(count_dtype(params["max_iter"])).itemsize
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         p = record["params"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from hydra.errors import InvalidInput
+
 _HEADER = "<QQ"
 HEADER_BYTES = struct.calcsize(_HEADER)
 
@@ -25,14 +27,23 @@ def stripe_first(blob: bytes) -> int:
 
 
 def decode_stripe(params: dict[str, Any], blob: bytes) -> tuple[int, np.ndarray]:
-    """First row and (rows, width) count array of one stripe's blob; refuses a blob that lies about its size."""
+    """First row and (rows, width) count array of one stripe's blob.
+
+    Decompression is bounded by the size the stripe's header allows (and the header by the image),
+    so a hostile blob cannot inflate into gigabytes; anything inconsistent raises InvalidInput.
+    """
+    if len(blob) < HEADER_BYTES:
+        raise InvalidInput("stripe blob too short")
     first, count = struct.unpack_from(_HEADER, blob)
+    if count < 1 or first + count > params["height"]:
+        raise InvalidInput("stripe header outside the image")
     dtype = np.dtype(count_dtype(params["max_iter"]))
-    expected = count * params["width"] * dtype.itemsize
-    if first + count > params["height"]:
-        raise ValueError("stripe outside the image")
-    unpacker = zlib.decompressobj()
-    raw = unpacker.decompress(blob[HEADER_BYTES:], expected)
-    if len(raw) != expected or unpacker.unconsumed_tail:
-        raise ValueError("stripe size does not match its header")
+    size = count * params["width"] * dtype.itemsize
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(blob[HEADER_BYTES:], size)
+    except zlib.error as exc:
+        raise InvalidInput(f"stripe blob is not zlib data ({exc})") from None
+    if len(raw) != size or inflater.unconsumed_tail:
+        raise InvalidInput("stripe blob does not hold its rows")
     return first, np.frombuffer(raw, dtype=dtype).reshape(count, params["width"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import InvalidInput
 from hydra.progress import human
 from hydra.tasks.base import ChunkResult, Param, Plan, Task
 from hydra.tasks.primes import kernel
@@ -65,13 +66,13 @@ class PrimesTask(Task):
         lo, hi = self._range(params, first, count)
         # At most the odd numbers of the range, plus 2.
         if not 0 <= sums["primes"] <= (hi - lo) // 2 + 2:
-            raise ValueError("prime count out of range")
+            raise InvalidInput("prime count out of range")
         gap, start = sums["max_gap"], sums["gap_start"]
         if gap == 0:
             if start != 0:
-                raise ValueError("a gap start without a gap")
+                raise InvalidInput("a gap start without a gap")
         elif not (lo <= start < hi and start + gap < params["below"] and (gap % 2 == 0 or start == 2)):
-            raise ValueError("prime gap out of range")
+            raise InvalidInput("prime gap out of range")
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         below = record["params"]["below"]
