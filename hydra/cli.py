@@ -32,7 +32,7 @@ from hydra.cli_tasks import (
 from hydra.connection import check_reachable, connect, redact
 from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
-from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, result_of, submit, wait_for_job
+from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
 from hydra.settings import Settings
 from hydra.tasks import get_task
 
@@ -194,6 +194,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _submit_and_wait(
     client: redis_lib.Redis, args: argparse.Namespace, params: dict[str, Any], options: SubmitOptions
 ) -> int:
+    from hydra.task_workers import submit_warning
+
+    task = get_task(args.task)
+    warning = submit_warning(client, task.name, task.version)
+    if warning and not args.json:
+        sys.stderr.write(f"hydra: warning: {warning}\n")
     job_id = submit(client, args.task, params, options)
     if args.detach:
         print(job_id)
@@ -255,7 +261,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(*_where(args))
     if args.job:
+        from hydra.task_workers import waiting_for
+
         status = job_status(client, args.job)
+        detail = waiting_for(client, read_job(client, args.job))
+        if detail:
+            status["detail"] = detail
         if args.json:
             print(json.dumps(status))
             return 0
@@ -267,6 +278,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         if status.get("error"):
             print(f"error: {status['error']}")
+        if detail:
+            print(detail)
         return 0
     return _print_list(
         list_jobs(client),

@@ -62,3 +62,11 @@ def submit_warning(redis: Redis, task: str, version: str) -> str | None:
         seen = ", ".join(f"{v} ({n})" for v, n in sorted(others.items()))
         return f"no live worker runs {task} {version} (live workers have version {seen}); the job waits"
     return f"no live worker runs {task} {version}; the job waits until one does"
+
+
+def waiting_for(redis: Redis, record: dict) -> str | None:
+    """The job's wait, if no live worker runs its task version and it is not over; else None."""
+    if record.get("state") not in ("queued", "running"):
+        return None
+    task, version = str(record.get("task")), str(record.get("version", ""))
+    return None if workers_for(redis, task, version) else waiting_detail(task, version)

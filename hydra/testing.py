@@ -64,6 +64,7 @@ def run_job(
         "params": parsed,
         "units_total": total,
         "units_done": total,
+        "reduce": task.reductions(),
         **{f"sum:{name}": value for name, value in sums.items()},
     }
     out: dict[str, Any] = {"job": "local", "task": task.name, **task.summarize(record)}

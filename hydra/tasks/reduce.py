@@ -61,3 +61,48 @@ def combine(kinds_: Mapping[str, str], a: Mapping[str, Any], b: Mapping[str, Any
             if wheres:
                 out[name] = min(wheres)
     return out
+
+
+def lua_args(kinds_: Mapping[str, str], sums: Mapping[str, int]) -> list[str | int]:
+    """ARGV triples (name, value, kind) of one chunk's sums for :data:`LUA`'s ``reduce_sums``."""
+    out: list[str | int] = []
+    for name, kind in kinds_.items():
+        out += [name, int(sums[name]), kind]
+    return out
+
+
+# The same combination inside Redis, for the script that accepts a result (the job record is one
+# hash; its fields are ``sum:<name>``). Atomic with the acceptance, so two results never interleave.
+# ``reduce_sums(job_key, ARGV, first)`` reads (name, value, kind) triples from ARGV[first]; values
+# are compared as Lua numbers (doubles), exact below 2**53 (checked on the trusted side first).
+LUA = """
+local function reduce_sums(job, argv, first)
+  local improved, tied = {}, {}
+  for i = first, #argv, 3 do
+    local name, value, kind = argv[i], argv[i + 1], argv[i + 2]
+    local field = 'sum:' .. name
+    if kind == 'sum' then
+      redis.call('HINCRBY', job, field, value)
+    elseif kind == 'max' or kind == 'min' then
+      local before = redis.call('HGET', job, field)
+      local v = tonumber(value)
+      if not before or (kind == 'max' and v > tonumber(before)) or (kind == 'min' and v < tonumber(before)) then
+        redis.call('HSET', job, field, value)
+        improved[name] = true
+      elseif v == tonumber(before) then
+        tied[name] = true
+      end
+    end
+  end
+  for i = first, #argv, 3 do
+    local name, value, kind = argv[i], argv[i + 1], argv[i + 2]
+    if string.sub(kind, 1, 3) == 'at:' then
+      local target, field = string.sub(kind, 4), 'sum:' .. name
+      local current = redis.call('HGET', job, field)
+      if improved[target] or (tied[target] and (not current or tonumber(value) < tonumber(current))) then
+        redis.call('HSET', job, field, value)
+      end
+    end
+  end
+end
+"""

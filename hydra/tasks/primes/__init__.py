@@ -76,7 +76,9 @@ class PrimesTask(Task):
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         below = record["params"]["below"]
-        gap = int(record.get("sum:max_gap", 0))
+        # The gap is a max, not a sum: shown only when the core combined it as one (the job record
+        # then carries its reductions, ``reduce``); a core that adds every sum would show nonsense.
+        gap = int(record.get("sum:max_gap", 0)) if record.get("reduce") else 0
         start = int(record.get("sum:gap_start", 0))
         return {
             "primes": int(record.get("sum:primes", 0)),
