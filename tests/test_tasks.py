@@ -152,3 +152,11 @@ def test_run_job_writes_the_declared_files(tmp_path):
     )
     assert result["pixels"] == 1200 and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert result["chunks"] == 8
+
+
+@pytest.mark.skipif("collatz" not in installed(), reason="pip install -e examples/hydra-collatz")
+def test_the_guide_example_is_right():
+    one = run_job("collatz", {"below": "1e6"}, chunk_units=1000)
+    many = run_job("collatz", {"below": "1e6"}, chunk_units=1, shuffle=3)
+    assert one["steps"] == many["steps"] == 131_434_272
+    assert (many["longest"], many["longest_at"]) == (524, 837_799)
