@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import redis as redis_lib
 
 from hydra import __version__
+from hydra.carbon import options as carbon_options
 from hydra.cli_tasks import (
     add_output_options,
     add_task_parsers,
@@ -30,6 +31,8 @@ from hydra.cli_tasks import (
     task_rows,
 )
 from hydra.connection import check_reachable, connect, redact
+from hydra.credit_cli import add_parser as add_credit_parser
+from hydra.credit_cli import run as cmd_credit
 from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
 from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument("name")
     volunteer_commands.add_parser("list", help="volunteers with credentials")
     commands.add_parser("monitor", help="requeue chunks of vanished workers (long-running)")
+    add_credit_parser(commands)
     web = commands.add_parser("web", help="serve the live page")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=5000)
@@ -110,6 +114,7 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-speculate", action="store_true", help="no copies of slow chunks at the job's tail")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    carbon_options.add_submit_options(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -175,6 +180,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     options = SubmitOptions.from_settings(
         settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
     )
+    options = carbon_options.apply(options, args)
     if args.local:
         from hydra.local import LocalCluster, free_port
 
@@ -411,4 +417,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "web": cmd_web,
     "certs": cmd_certs,
     "volunteer": cmd_volunteer,
+    "credit": cmd_credit,
 }

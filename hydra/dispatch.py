@@ -31,6 +31,7 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys
+from hydra.carbon.gate import CarbonGate
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
 from hydra.tasks import TASKS
@@ -80,6 +81,7 @@ class Dispatcher:
         self._specs: dict[str, JobSpec | None] = {}
         self._active: tuple[float, list[str]] = (0.0, [])
         self._cluster_rates: dict[str, tuple[float, float]] = {}
+        self.carbon = CarbonGate(redis)  # issue 17: carbon-aware jobs wait for cleaner zones and hours
 
     # -- what there is to do ------------------------------------------------------------------------
     def active_jobs(self) -> list[str]:
@@ -169,6 +171,8 @@ class Dispatcher:
         for job_id in self.active_jobs():
             spec = self.spec(job_id)
             if spec is None or view.tasks.get(spec.task.name) != spec.version:
+                continue
+            if not self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
                 continue
             if self._give_copy(view, spec, position, wanted=True):
                 return True

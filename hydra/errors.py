@@ -21,8 +21,10 @@ class RedisUnavailable(HydraError):
     exit_code = 4
 
 
-class MalformedChunk(HydraError):
-    """A chunk descriptor that no honest scheduler would produce."""
+class MalformedRecord(HydraError):
+    """A record in Redis that Hydra did not write that way; set aside, never fatal."""
+
+    exit_code = 6
 
 
 class JobFailed(HydraError):

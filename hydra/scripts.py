@@ -202,7 +202,7 @@ redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[13], ARGV[2])
 local done = redis.call('HINCRBY', KEYS[1], 'units_done', c.count)
 local shown = redis.call('HINCRBY', KEYS[1], 'display_done', ARGV[10])
-local point = tostring(done)
+local point = tostring(shown)
 local sums = {'"display_done":' .. ARGV[10]}
 for i = 11, #ARGV, 2 do
   local total = redis.call('HINCRBY', KEYS[1], 'sum:' .. ARGV[i], ARGV[i + 1])

@@ -40,6 +40,9 @@ class Settings:
     device: str = "auto"
     # Accept any TLS certificate from Redis (development only; a warning is printed).
     tls_insecure: bool = False
+    # The operator's Ed25519 key that signs the credit ledger's tree heads (created on first use,
+    # mode 0600); empty: $XDG_CONFIG_HOME/hydra/ledger-key.pem.
+    ledger_key: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

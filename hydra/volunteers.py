@@ -41,7 +41,6 @@ HANDSHAKE = [
     "+hello",
     "+auth",
     "+acl|whoami",
-    "+client|setinfo",
     "+client|setname",
     "+client|getname",
     "+client|id",

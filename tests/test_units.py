@@ -1,4 +1,4 @@
-"""Fast unit tests of the data model on fakeredis (the Lua scripts run under fakeredis' Lua too)."""
+"""Fast unit tests with no server: parsing, settings, key layout, descriptor checks, chunk sizing."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import fakeredis
 import pytest
 
 from hydra import keys
-from hydra.chunks import ChunkDescriptor
-from hydra.errors import InvalidInput, MalformedChunk
-from hydra.queue import SubmitOptions, read_job, submit
-from hydra.scripts import Scripts, script_keys
+from hydra.dispatch import Dispatcher, JobSpec, WorkerView
+from hydra.errors import InvalidInput
 from hydra.settings import Settings
+from hydra.tasks import TASKS
 from hydra.tasks.base import parse_count
-from hydra.worker import ChunkRunner
+from hydra.worker import Volunteer
 
 
 @pytest.mark.parametrize("text", ["1e10", "10000000000", "10_000_000_000", " 1E10 ", 10**10])
@@ -26,84 +25,96 @@ def test_bad_sample_counts(text):
         parse_count("samples", text, low=1, high=10**16)
 
 
-def test_descriptor_round_trip_and_refusals():
-    good = ChunkDescriptor("0123456789ab", 3, "pi", 7, 10, 5)
-    assert ChunkDescriptor.from_json(good.to_json()) == good
-    for bad in (
-        [],
-        {"job": "x"},
-        {**good.to_json(), "count": 0},
-        {**good.to_json(), "count": True},
-        {**good.to_json(), "task": "os.system"},
-        {**good.to_json(), "extra": 1},
-        {**good.to_json(), "first": 10**30},
-        {**good.to_json(), "job": "../etc"},
-    ):
-        with pytest.raises(MalformedChunk):
-            ChunkDescriptor.from_json(bad)
-
-
 def test_settings_from_env():
     s = Settings.from_env({"HYDRA_CHUNK_SECONDS": "0.5", "RQ_REDIS_URL": "redis://h:1/0"})
     assert s.chunk_seconds == 0.5 and s.redis_url == "redis://h:1/0"
     with pytest.raises(InvalidInput):
-        Settings.from_env({"HYDRA_THROTTLE": "2"})
+        Settings.from_env({"HYDRA_DEVICE": "abacus"})
     with pytest.raises(InvalidInput):
         Settings.from_env({"HYDRA_MAX_ATTEMPTS": "many"})
 
 
-@pytest.fixture
-def fake():
-    return fakeredis.FakeRedis()
+def test_volunteer_keys_parse_back_and_nothing_else_does():
+    assert keys.parse_volunteer_key(keys.outbox("alice")) == ("alice", "", "outbox")
+    assert keys.parse_volunteer_key(keys.alive("alice", "w1")) == ("alice", "w1", "alive")
+    assert keys.parse_volunteer_key(keys.inbox("alice", "w1")) == ("alice", "w1", "inbox")
+    for other in ("hydra:job:x", "hydra:v:alice:w:w1:other", "hydra:v:alice", "rq:queue:hydra"):
+        assert keys.parse_volunteer_key(other) is None
+    assert keys.split_worker(keys.worker_name("alice", "w1")) == ("alice", "w1")
+    with pytest.raises(ValueError):
+        keys.parse_assignment("not:a:member:at:all")
 
 
-def test_claim_splits_and_complete_counts_once(fake):
-    job_id = submit(fake, "pi", {"samples": 100 * 2**20, "seed": 1}, SubmitOptions())
-    scripts, ks = Scripts(fake), script_keys(job_id, "rq:queue:hydra")
-    reply = scripts.claim(keys=ks, args=[job_id, 0, "", "w1", 1.0, 30, 100.0, 0, 5])
-    assert [int(x) for x in reply[1:]] == [0, 30, 0, 1, 30, 70]
-    assert fake.zscore(keys.DEADLINES, f"{job_id}:0") == 100.0
-    # a stale completion with the wrong range is ignored
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 100, "", "d", "inside", 5]) == [0]
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w1", 2.0, 0, 30, "", "d", "inside", 5]) == [1]
-    assert scripts.complete(keys=ks, args=[job_id, 0, "w2", 2.0, 0, 30, "", "d", "inside", 5]) == [0]
-    record = read_job(fake, job_id)
-    assert record["units_done"] == 30 and record["sum:inside"] == 5
-    assert scripts.claim(keys=ks, args=[job_id, 1, "", "w2", 3.0, 1000, 9.0, 0, 5])[0] == b"run"
-    assert scripts.complete(keys=ks, args=[job_id, 1, "w2", 4.0, 30, 70, "", "d", "inside", 7]) == [2]
-    record = read_job(fake, job_id)
-    assert record["state"] == "done" and record["sum:inside"] == 12
-    assert fake.zcard(keys.DEADLINES) == 0 and fake.zcard(keys.PENDING) == 0
+def volunteer() -> Volunteer:
+    v = object.__new__(Volunteer)  # no Redis needed to check descriptors
+    v.memory_cap = 10**8
+    return v
 
 
-def test_requeue_counts_attempts_then_fails_the_job(fake):
-    job_id = submit(fake, "pi", {"samples": 2**20}, SubmitOptions(max_attempts=2))
-    scripts, ks = Scripts(fake), script_keys(job_id, "rq:queue:hydra")
-    scripts.claim(keys=ks, args=[job_id, 0, "", "w1", 1.0, 1, 10.0, 0, 5])
-    assert [int(x) for x in scripts.requeue(keys=ks, args=[job_id, 0, 2.0, "boom", 1, "w1", 5])] == [1, 0, 1, 1]
-    assert scripts.requeue(keys=ks, args=[job_id, 0, 2.0, "boom", 1, "w1", 5]) == [0]  # not running: no-op
-    scripts.claim(keys=ks, args=[job_id, 0, "", "w2", 3.0, 1, 10.0, 0, 5])
-    assert scripts.requeue(keys=ks, args=[job_id, 0, 4.0, "boom", 1, "w2", 5]) == [2]
-    record = read_job(fake, job_id)
-    assert record["state"] == "failed" and "boom" in record["error"]
+GOOD = {
+    "t": "chunk",
+    "job": "0123456789ab",
+    "chunk": 3,
+    "a": 9,
+    "task": "pi",
+    "version": "1",
+    "params": {"samples": 8 * 2**20, "seed": 1},
+    "seed": 1,
+    "first": 2,
+    "count": 4,
+}
 
 
-def test_probe_is_small_and_rate_estimate_converges(fake):
-    runner = ChunkRunner(fake, "w", Settings())
-    job_id = submit(fake, "pi", {"samples": "1e12"}, SubmitOptions())
-    from hydra.tasks import get_task
-    from hydra.worker import JobContext
+def test_a_good_descriptor_passes_the_workers_checks():
+    task, params, seed, first, count = volunteer().check(dict(GOOD))
+    assert (task.name, seed, first, count) == ("pi", 1, 2, 4)
 
-    ctx = runner._context(job_id)
-    assert isinstance(ctx, JobContext)
-    chunk = ChunkDescriptor(job_id, 0, "pi", ctx.seed, 0, ctx.units_total)
-    task = get_task("pi")
-    assert runner._units_to_take(chunk, task, ctx) == task.probe_units(ctx.params) <= 16
-    runner._learn_rate("pi", 1e6, 0.5)  # a tiny chunk slowed by fixed costs: 2e6 units/s
-    for _ in range(30):
-        runner._learn_rate("pi", 1e9, 1.0)  # then one-second chunks at 1e9 units/s
-    assert abs(runner.rates["pi"] - 1e9) < 1e9 * 0.01
-    runner._learn_rate("pi", 1e6, 0.01)  # another tiny, slow chunk barely moves it
-    assert runner.rates["pi"] > 0.99e9
-    taken = runner._units_to_take(chunk, task, ctx)
-    assert taken * 2**20 == pytest.approx(2.0 * 1e9, rel=0.01)  # about chunk_seconds at the measured rate
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task": "os.system"},
+        {"version": "0"},
+        {"params": {"samples": 8 * 2**20, "seed": 1, "extra": 1}},
+        {"params": {"samples": -1, "seed": 1}},
+        {"first": 7},  # past the job's 8 units
+        {"count": 0},
+        {"count": True},
+        {"job": "../etc"},
+        {"a": "1"},
+    ],
+)
+def test_descriptors_no_scheduler_writes_are_refused(change):
+    with pytest.raises((InvalidInput, KeyError, TypeError, ValueError)):
+        volunteer().check({**GOOD, **change})
+
+
+def test_a_chunk_over_the_memory_cap_is_refused():
+    v = volunteer()
+    v.memory_cap = 1000
+    mandel = {
+        **GOOD,
+        "task": "mandelbrot",
+        "params": TASKS["mandelbrot"].parse({"width": 4096}),
+        "first": 0,
+        "count": 64,
+    }
+    with pytest.raises(InvalidInput, match="memory"):
+        v.check(mandel)
+
+
+def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
+    fake = fakeredis.FakeRedis()
+    dispatcher = Dispatcher(fake, Settings())
+    task = TASKS["pi"]
+    params = {"samples": 10**12, "seed": 1}
+    units = task.units_total(params)
+    spec = JobSpec("0123456789ab", task, "1", params, b"", units, 2.0, "adaptive", True, float(params["samples"]))
+    new = WorkerView("a/1", "a", "1", {"pi": "1"})
+    assert dispatcher._take(new, spec, 0, units) == task.probe_units(params)  # no speed yet: a probe
+    fast = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})
+    fake.hset(keys.COUNTS, "rate:pi", 1e9)
+    assert dispatcher._take(fast, spec, 0, units) == int(2e9 // 2**20)  # 2 s of work at its speed
+    fake.hset(keys.job(spec.job_id), "units_claimed", units - 100)
+    dispatcher._cluster_rates.clear()
+    assert dispatcher._take(fast, spec, units - 100, 100) < 100  # the tail: half the time left

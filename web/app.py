@@ -31,6 +31,7 @@ from hydra.events import CHANNEL, Events
 from hydra.queue import SubmitOptions, cancel, job_status, read_job, submit
 from hydra.settings import Settings
 from hydra.tasks import TASKS
+from web.credit import bp as credit_bp
 from web.tasks_api import bp as tasks_bp
 from web.views import snapshot
 
@@ -52,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["hydra_events"] = Events(app.config["REDIS_URL"])
     app.register_blueprint(bp)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(credit_bp)
     origins = [o for o in app.config["WEB_ORIGINS"].split(",") if o] or None
     queue = app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None
     socketio.init_app(app, message_queue=queue, channel=CHANNEL, async_mode="threading", cors_allowed_origins=origins)

@@ -10,8 +10,7 @@ from redis import Redis
 from hydra import keys
 from hydra.errors import NoSuchJob
 from hydra.queue import list_jobs, read_job
-from hydra.tasks.pi.kernel import BLOCK
-from hydra.workers import worker_list
+from hydra.workers import worker_summary
 
 TRACE_POINTS = 400
 
@@ -33,8 +32,9 @@ def pi_trace(redis: Redis, job_id: str) -> list[list[float]]:
     chosen = raw[::step] + ([raw[-1]] if raw and (len(raw) - 1) % step else [])
     points = []
     for entry in chosen:
-        units, inside = (int(x) for x in entry.split()[:2])
-        samples = min(units * BLOCK, total)
+        # Each point is "samples counted, inside so far" (the last block may be short, and early).
+        samples, inside = (int(x) for x in entry.split()[:2])
+        samples = min(samples, total)
         if samples:
             points.append(pi_point(samples, inside))
     return points
@@ -44,7 +44,7 @@ def snapshot(redis: Redis, *, read_only: bool) -> dict[str, Any]:
     jobs = list_jobs(redis)
     return {
         "jobs": jobs,
-        "workers": worker_list(redis),
+        "workers": worker_summary(redis),
         "traces": {j["job"]: pi_trace(redis, j["job"]) for j in jobs[:20] if j["task"] == "pi"},
         "read_only": read_only,
     }

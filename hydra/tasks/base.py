@@ -75,6 +75,10 @@ class Task(ABC):
     # Labels of the chart the page draws for a running job: x first (see series_point).
     series: ClassVar[tuple[str, ...]] = ()
 
+    # Credits per unit of ``work`` (see :mod:`hydra.credit`): 1 credit is 10**9 reference operations,
+    # set so that a core-hour earns about the same in every task. A plug-in declares its own.
+    credit_per_work: ClassVar[float] = 1e-9
+
     # -- parameters ------------------------------------------------------------------------------
 
     def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,7 +103,10 @@ class Task(ABC):
 
     @abstractmethod
     def work(self, params: dict[str, Any], data: bytes, first: int, count: int) -> float:
-        """Effort of units [first, first + count), in the unit worker rates are measured in."""
+        """Effort of units [first, first + count), in the unit worker rates are measured in.
+
+        Additive over adjacent ranges: credit is derived from ``work(.., 0, u)`` (see :mod:`hydra.credit`).
+        """
 
     @abstractmethod
     def units_for_work(self, params: dict[str, Any], data: bytes, first: int, count: int, work: float) -> int:

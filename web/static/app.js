@@ -160,13 +160,15 @@ function onTile(tile) {
 }
 
 // ---------- workers and throughput ----------
-function renderWorkers(list) {
+function renderWorkers(summary) {
+  // The monitor sends a bounded summary ({count, newest, slowest, ...}); show its newest workers.
+  const list = Array.isArray(summary) ? summary : (summary.newest || []);
   workers = list;
   const body = document.querySelector("#workers tbody");
   body.replaceChildren(...list.map(w => {
     const row = el("tr", {"data-worker": w.name, "data-worker-state": w.state});
     const rate = Object.entries(w.rates).map(([t, r]) => t + " " + human(r) + "/s").join(", ");
-    for (const text of [w.name.slice(0, 12), w.host, w.device, w.state, w.current || "idle", rate || "–",
+    for (const text of [w.name.slice(0, 24), w.zone || "–", w.device, w.state, w.volunteer || "", rate || "–",
                         String(w.chunks), duration(w.seen_ago) + " ago"]) row.appendChild(el("td", {}, text));
     return row;
   }));

@@ -30,6 +30,9 @@ class PrimesTask(Task):
     sums = ("primes", "max_gap", "gap_start")
     reduce = {"max_gap": "max", "gap_start": "at:max_gap"}
     series = ("numbers", "primes")
+    # The sieve covers about 1.2e9 numbers/s on one core, against 4.4-5.2e8 Mandelbrot iterations/s
+    # at 1e-9 credit each: 1 credit = 2.5e9 numbers.
+    credit_per_work = 4e-10
 
     def _range(self, params: dict[str, Any], first: int, count: int) -> tuple[int, int]:
         return first * SEGMENT, min((first + count) * SEGMENT, params["below"])

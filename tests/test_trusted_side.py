@@ -1,0 +1,253 @@
+"""The trusted side in one process, against a real redis-server: dispatch, collection, the Lua scripts.
+
+No worker processes here: the tests play the volunteers by reading inboxes and pushing messages
+into outboxes themselves, so every rule (exactly once, assignments, distinct volunteers,
+quarantine, attempts) is checked deterministically.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hydra import keys
+from hydra.collector import Collector
+from hydra.queue import SubmitOptions, cancel, read_job, submit
+from hydra.settings import Settings
+from hydra.tasks.pi.kernel import BLOCK, count_inside_samples
+
+
+class FakeWorker:
+    """A volunteer's worker driven by the test: says hello, reads its inbox, answers."""
+
+    def __init__(self, collector: Collector, user: str, wid: str = "w1", tasks: dict[str, str] | None = None) -> None:
+        self.collector, self.user, self.wid = collector, user, wid
+        self.redis = collector.redis
+        self.name = keys.worker_name(user, wid)
+        self.tasks = tasks or {"pi": "1", "mandelbrot": "1"}
+
+    def hello(self) -> str:
+        msg = {"t": "hello", "w": self.wid, "tasks": self.tasks, "device": "cpu", "zone": "", "host": "h", "pid": 1}
+        return self.send(msg)
+
+    def send(self, message: dict, blob: bytes = b"") -> str:
+        return self.collector.handle(self.user, json.dumps(message).encode() + b"\n" + blob)
+
+    def inbox(self) -> list[dict]:
+        return [json.loads(m) for m in self.redis.lrange(keys.inbox(self.user, self.wid), 0, -1)]
+
+    def take(self) -> dict | None:
+        """Pop the next chunk descriptor (skipping control messages)."""
+        while raw := self.redis.lpop(keys.inbox(self.user, self.wid)):
+            message = json.loads(raw)
+            if message["t"] == "chunk":
+                return message
+        return None
+
+    def answer(self, chunk: dict, *, cheat: int = 0) -> str:
+        start = chunk["first"] * BLOCK
+        n = min((chunk["first"] + chunk["count"]) * BLOCK, chunk["params"]["samples"]) - start
+        inside = count_inside_samples(chunk["seed"], start, n) + cheat
+        result = {"t": "result", "w": self.wid, "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"]}
+        return self.send({**result, "sums": {"inside": inside}, "seconds": 0.1})
+
+
+@pytest.fixture
+def collector(client) -> Collector:
+    return Collector(client, Settings())
+
+
+def pi_job(client, samples: int = 40 * BLOCK, **options) -> str:
+    opts = SubmitOptions(**{"chunk_units": 4, **options})
+    return submit(client, "pi", {"samples": samples, "seed": 5}, opts)
+
+
+def run_to_end(workers: list[FakeWorker], rounds: int = 1000) -> None:
+    for _ in range(rounds):
+        busy = False
+        for worker in workers:
+            chunk = worker.take()
+            if chunk:
+                busy = True
+                worker.answer(chunk)
+        if not busy:
+            return
+
+
+def test_hello_welcomes_and_queues_two_chunks_ahead(client, collector):
+    job_id = pi_job(client)
+    worker = FakeWorker(collector, "alice")
+    assert worker.hello() == "hello"
+    inbox = worker.inbox()
+    assert inbox[0]["t"] == "welcome" and inbox[0]["worker"] == "alice/w1"
+    chunks = [m for m in inbox if m["t"] == "chunk"]
+    assert len(chunks) == 2 and {c["job"] for c in chunks} == {job_id}
+    assert chunks[0]["first"] == 0 and chunks[1]["first"] == 4
+    assert client.pttl(keys.alive("alice", "w1")) > 0
+    assert read_job(client, job_id)["state"] == "running"
+
+
+def test_results_count_exactly_once_and_the_job_is_exact(client, collector):
+    job_id = pi_job(client, samples=40 * BLOCK - 123)
+    a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
+    a.hello(), b.hello()
+    first = a.take()
+    assert a.answer(first) == "accepted"
+    assert a.answer(first) in ("refused", "stale")  # a replay finds no assignment
+    run_to_end([a, b])
+    record = read_job(client, job_id)
+    assert record["state"] == "done"
+    assert record["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK - 123)
+    assert record["display_done"] == 40 * BLOCK - 123
+    assert client.zcard(keys.DEADLINES) == 0 and not client.exists(keys.chunks(job_id))
+
+
+def test_a_result_for_a_chunk_given_to_someone_else_is_refused(client, collector):
+    job_id = pi_job(client)
+    a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
+    a.hello(), b.hello()
+    chunk = a.take()
+    forged = {**chunk}
+    outcome = b.answer(forged)  # bob quotes alice's assignment
+    assert outcome in ("refused", "stale")
+    assert read_job(client, job_id)["units_done"] == 0
+    assert a.answer(chunk) == "accepted"
+
+
+def test_impossible_sums_are_refused_and_requeued(client, collector):
+    job_id = pi_job(client)
+    a = FakeWorker(collector, "alice")
+    a.hello()
+    chunk = a.take()
+    assert a.answer(chunk, cheat=10**12) == "refused"
+    record = read_job(client, job_id)
+    assert record["units_done"] == 0 and record["sum:inside"] == 0
+    errors = b" ".join(client.lrange(keys.ERRORS, 0, -1)).decode()
+    assert "inside count out of range" in errors
+
+
+def test_verify_2_needs_two_distinct_volunteers_not_two_workers(client, collector):
+    job_id = pi_job(client, samples=4 * BLOCK, verify="2")
+    one, two = FakeWorker(collector, "mallory", "w1"), FakeWorker(collector, "mallory", "w2")
+    one.hello()
+    two.hello()
+    chunk = one.take()
+    assert chunk is not None and two.take() is None  # the only chunk; the copy may not go to mallory again
+    assert one.answer(chunk) == "awaiting confirmation"
+    assert two.take() is None and read_job(client, job_id)["units_done"] == 0
+    honest = FakeWorker(collector, "alice")
+    honest.hello()
+    copy = honest.take()
+    assert copy["first"] == chunk["first"] and copy["count"] == chunk["count"]
+    assert honest.answer(copy) == "accepted; job done"
+    grants = [json.loads(e) for e in client.lrange(keys.LEDGER, 0, -1)]
+    assert sorted(g["volunteer"] for g in grants) == ["alice", "mallory"]
+
+
+def test_a_disagreement_goes_to_a_third_volunteer_and_the_liar_is_quarantined(client, collector):
+    job_id = pi_job(client, samples=4 * BLOCK, verify="2")
+    liar, honest, third = (FakeWorker(collector, u) for u in ("mallory", "alice", "carol"))
+    liar.hello()
+    chunk = liar.take()
+    assert liar.answer(chunk, cheat=1) == "awaiting confirmation"
+    honest.hello()
+    assert honest.answer(honest.take()) == "awaiting confirmation"  # 1 against 1: nobody wins yet
+    third.hello()
+    assert third.answer(third.take()) == "accepted; job done"
+    assert client.sismember(keys.QUARANTINE, "mallory")
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 4 * BLOCK)
+    assert not [json.loads(e) for e in client.lrange(keys.LEDGER, 0, -1) if b"mallory" in e]
+    # A quarantined volunteer's workers get nothing more.
+    pi_job(client)
+    FakeWorker(collector, "mallory", "w9").hello()
+    assert FakeWorker(collector, "mallory", "w9").take() is None
+
+
+def test_a_cheater_caught_late_has_every_vouched_result_redone_even_in_finished_jobs(client, collector):
+    # verify auto: the first job finishes on the cheater's word; then it is caught elsewhere.
+    done_job = pi_job(client, samples=4 * BLOCK, verify="auto")
+    cheater = FakeWorker(collector, "mallory")
+    cheater.hello()
+    client.hset(keys.volunteer("mallory"), "clean", 10**9)  # a long honest record: spot checks are rare
+    chunk = cheater.take()
+    salt = 0
+    while collector._needs_check(done_job, str(chunk["chunk"]), "mallory"):  # a salt that skips the 5 % check
+        salt += 1
+        client.hset(keys.job(done_job), "salt", f"s{salt}")
+    assert cheater.answer(chunk, cheat=1) == "accepted; job done"
+    assert read_job(client, done_job)["state"] == "done"
+    assert read_job(client, done_job)["sum:inside"] == count_inside_samples(5, 0, 4 * BLOCK) + 1
+    # Caught under verify 2 in another job.
+    trap = pi_job(client, samples=4 * BLOCK, verify="2")
+    collector.dispatcher.forget_active()
+    collector.dispatcher.serve_idle()  # what the monitor's next pass does
+    bad = cheater.take()
+    assert bad["job"] == trap
+    cheater.answer(bad, cheat=1)
+    honest = [FakeWorker(collector, user) for user in ("alice", "carol")]
+    for w in honest:
+        w.hello()
+    run_to_end(honest)
+    assert client.sismember(keys.QUARANTINE, "mallory")
+    # The finished job was reopened and its bad range redone by honest volunteers: exact again.
+    record = read_job(client, done_job)
+    assert record["state"] == "done" and record["sum:inside"] == count_inside_samples(5, 0, 4 * BLOCK)
+    kinds = [json.loads(e)["kind"] for e in client.lrange(keys.LEDGER, 0, -1) if b"mallory" in e]
+    assert "reverse" in kinds
+
+
+def test_a_dead_worker_gives_its_chunks_back_and_attempts_fail_a_poison_chunk(client, collector):
+    job_id = pi_job(client, max_attempts=2)
+    a = FakeWorker(collector, "alice")
+    a.hello()
+    assert collector.gone(a.name, "vanished") == 2
+    assert int(read_job(client, job_id)["requeued"]) == 2
+    a.hello()
+    chunk = a.take()
+    a.send({"t": "error", "w": a.wid, "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"], "reason": "boom"})
+    record = read_job(client, job_id)
+    assert record["state"] == "failed" and "failed 2 times" in record["error"]
+    assert client.zcard(keys.DEADLINES) == 0
+
+
+def test_cancel_clears_assignments_and_late_results_are_ignored(client, collector):
+    job_id = pi_job(client)
+    a = FakeWorker(collector, "alice")
+    a.hello()
+    chunk = a.take()
+    assert cancel(client, job_id)
+    assert client.zcard(keys.DEADLINES) == 0 and not client.exists(keys.pending(job_id))
+    assert a.answer(chunk) in ("stale", "refused")
+    assert read_job(client, job_id)["units_done"] == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'{"t":"hello"}',
+        b'{"t":"hello","w":"../x","tasks":{}}',
+        b'{"t":"result","w":"w1","job":"zz","chunk":0,"a":1,"sums":{}}',
+        b'{"t":"result","w":"w1","job":"0123456789ab","chunk":-1,"a":1,"sums":{}}',
+        b'{"t":"nope","w":"w1"}',
+        b'{"t":"hello","w":"w1","tasks":{"pi":"1"},"zone":"$$$"}',
+    ],
+)
+def test_malformed_messages_are_refused_and_recorded(client, collector, raw):
+    job_id = pi_job(client)
+    before = client.hgetall(keys.job(job_id))
+    assert collector.handle("alice", raw) == "refused"
+    assert client.hgetall(keys.job(job_id)) == before
+    assert client.llen(keys.ERRORS) == 1
+
+
+def test_an_oversized_message_cuts_the_volunteer_off(client, collector):
+    from hydra.volunteers import add_volunteer
+
+    add_volunteer(client, "flood", "redis://127.0.0.1:1/0")
+    assert collector.handle("volunteer-flood", b"x" * (21 * 1024 * 1024)) == "cut off"
+    assert client.hexists(keys.CUTOFF, "volunteer-flood")
+    assert "off" in client.acl_getuser("volunteer-flood")["flags"]
