@@ -18,14 +18,14 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def _pi_share(args: tuple[int, int, int]) -> int:
-    from hydra.kernels.pi import count_inside_samples
+    from hydra.tasks.pi.kernel import count_inside_samples
 
     seed, first, n = args
     return count_inside_samples(seed, first, n)
 
 
 def _warm(_: int) -> int:
-    from hydra.kernels.pi import count_inside_samples
+    from hydra.tasks.pi.kernel import count_inside_samples
 
     return count_inside_samples(0, 0, 1)
 

@@ -16,10 +16,10 @@ import time
 from bench.common import OUT, bar_chart, save, table
 from hydra import keys
 from hydra.connection import connect
-from hydra.kernels.pi import BLOCK
 from hydra.local import LocalCluster
 from hydra.queue import SubmitOptions, live_workers, result_of, submit, wait_for_job
 from hydra.tasks.base import parse_count
+from hydra.tasks.pi.kernel import BLOCK
 
 
 def run(client, samples: int, **options) -> tuple[float, dict]:

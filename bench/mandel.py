@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import WarmCluster, cores, save, table
-from hydra.images import assemble
-from hydra.queue import SubmitOptions, read_job, result_of, submit, wait_for_job
+from hydra.outputs import write_job_outputs
+from hydra.queue import SubmitOptions, result_of, submit, wait_for_job
 
 VIEWS = {
     "full": {"center": "-0.5,0", "span": 3.0, "max_iter": 1000},
@@ -30,7 +30,7 @@ VIEWS = {
 
 
 def _rows(args: tuple) -> int:
-    from hydra.kernels.mandelbrot import escape_counts
+    from hydra.tasks.mandelbrot.kernel import escape_counts
 
     cx, cy, span, size, max_iter, start, step = args
     out = np.empty((1, size), np.uint16)
@@ -79,13 +79,7 @@ def memory(workers: int) -> None:
         job_id = submit(cluster.client, "mandelbrot", {"width": size, "height": size, **view}, SubmitOptions())
         wait_for_job(cluster.client, job_id, timeout=3600)
         seconds = result_of(cluster.client, job_id)["seconds"]
-        assemble(
-            cluster.client,
-            job_id,
-            read_job(cluster.client, job_id)["params"],
-            counts_path=Path(tmp) / "c.npy",
-            png_path=Path(tmp) / "m.png",
-        )
+        write_job_outputs(cluster.client, job_id, {"counts": Path(tmp) / "c.npy", "out": Path(tmp) / "m.png"})
         peaks = {f"worker {i}": _peak(p.pid) for i, p in enumerate(cluster.workers)}
         peaks["redis-server"] = _peak(cluster.redis.proc.pid)
         peaks["monitor"] = _peak(cluster.others[0].pid)

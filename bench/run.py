@@ -25,13 +25,13 @@ from hydra.queue import read_job
 
 
 def _dask_pi(args: tuple[int, int, int]) -> int:
-    from hydra.kernels.pi import count_inside_samples
+    from hydra.tasks.pi.kernel import count_inside_samples
 
     return count_inside_samples(*args)
 
 
 def _dask_stripe(args: tuple) -> int:
-    from hydra.kernels.mandelbrot import escape_counts
+    from hydra.tasks.mandelbrot.kernel import escape_counts
 
     cx, cy, span, size, max_iter, first, count = args
     out = np.empty((count, size), np.uint16)

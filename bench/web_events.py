@@ -26,10 +26,10 @@ from hydra import keys
 from hydra.collector import Collector
 from hydra.connection import connect
 from hydra.events import Events
-from hydra.kernels.pi import BLOCK
 from hydra.local import RedisServer, free_port, spawn, stop_process
 from hydra.queue import SubmitOptions, submit
 from hydra.settings import Settings
+from hydra.tasks.pi.kernel import BLOCK
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -20,6 +20,16 @@ import redis as redis_lib
 
 from hydra import __version__
 from hydra.carbon import options as carbon_options
+from hydra.cli_tasks import (
+    add_output_options,
+    add_task_parsers,
+    all_outputs,
+    glue_negative_values,
+    outputs_from_args,
+    params_from_args,
+    task_line,
+    task_rows,
+)
 from hydra.connection import check_reachable, connect, redact
 from hydra.credit_cli import add_parser as add_credit_parser
 from hydra.credit_cli import run as cmd_credit
@@ -27,26 +37,7 @@ from hydra.errors import HydraError, InvalidInput
 from hydra.progress import ProgressBar, duration, human
 from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
 from hydra.settings import Settings
-from hydra.tasks import TASKS, get_task
-
-# Task-specific submit options: (flag, argparse keyword arguments). The values reach Task.parse.
-TASK_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "pi": [
-        ("--samples", {"default": "1e9", "help": "number of samples: 1e10, 10000000000 or 10_000_000_000"}),
-        ("--seed", {"default": None, "help": "seed of the sample stream (default 2026)"}),
-    ],
-    "mandelbrot": [
-        ("--width", {"default": "1024", "help": "image width in pixels (1..65536)"}),
-        ("--height", {"default": None, "help": "image height in pixels (default: the width)"}),
-        ("--max-iter", {"default": "1000", "help": "iterations before a point counts as inside (1..1e7)"}),
-        ("--center", {"default": "-0.5,0", "help": "centre of the view as re,im"}),
-        ("--span", {"default": "3", "help": "width of the view in the complex plane"}),
-    ],
-}
-# Where a finished job's outputs go: (flag, help). Not job parameters; checked before submitting.
-OUTPUT_OPTIONS: dict[str, list[tuple[str, str]]] = {
-    "mandelbrot": [("--out", "write the picture to this PNG"), ("--counts", "write the escape counts to this .npy")],
-}
+from hydra.tasks import get_task
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -68,14 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     sub = commands.add_parser("submit", help="submit a job and wait for its result")
-    tasks = sub.add_subparsers(dest="task", required=True, parser_class=OneLineParser)
-    for name in TASKS:
-        task_parser = tasks.add_parser(name, help=f"a {name} job")
-        for flag, options in TASK_OPTIONS.get(name, []):
-            task_parser.add_argument(flag, **options)
-        for flag, text in OUTPUT_OPTIONS.get(name, []):
-            task_parser.add_argument(flag, default=None, help=text)
-        _add_submit_options(task_parser)
+    add_task_parsers(sub, OneLineParser, _add_submit_options)
+    tasks = commands.add_parser("tasks", help="the tasks installed here (and the live workers that run each)")
+    tasks.add_argument("--json", action="store_true")
+    tasks.add_argument("--offline", action="store_true", help="do not ask Redis which workers run each task")
 
     status = commands.add_parser("status", help="jobs and their progress (one job with JOB)")
     status.add_argument("job", nargs="?")
@@ -83,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     result = commands.add_parser("result", help="the result of a finished job")
     result.add_argument("job")
     result.add_argument("--json", action="store_true")
-    for flag, text in {f: t for options in OUTPUT_OPTIONS.values() for f, t in options}.items():
-        result.add_argument(flag, default=None, help=text)
+    add_output_options(result, all_outputs())
     commands.add_parser("cancel", help="cancel a job").add_argument("job")
     commands.add_parser("workers", help="workers, their speed and what they run").add_argument(
         "--json", action="store_true"
@@ -131,19 +117,8 @@ def _add_submit_options(parser: argparse.ArgumentParser) -> None:
     carbon_options.add_submit_options(parser)
 
 
-def _glue_negative_values(argv: list[str]) -> list[str]:
-    """``--center -0.5,0`` → ``--center=-0.5,0``: argparse would take the value for an option."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in ("--center", "--span") and arg[:1] == "-" and arg[1:2] in set("0123456789."):
-            out[-1] = f"{out[-1]}={arg}"
-        else:
-            out.append(arg)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(_glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    args = build_parser().parse_args(glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.INFO if args.command in ("monitor", "web") else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -194,12 +169,8 @@ def _client(url: str, tls_insecure: bool = False) -> redis_lib.Redis:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings(args, chunk_seconds=args.chunk_seconds, max_attempts=args.max_attempts)
-    params = {
-        flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
-        for flag, _ in TASK_OPTIONS.get(args.task, [])
-    }
-    params = {k: v for k, v in params.items() if v is not None}
     task = get_task(args.task)
+    params = params_from_args(task, args)
     params = task.parse(params)  # bad input fails here, before anything starts or is written
     _check_outputs(args)
     if args.workers is not None and not 1 <= args.workers <= 1024:
@@ -229,6 +200,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _submit_and_wait(
     client: redis_lib.Redis, args: argparse.Namespace, params: dict[str, Any], options: SubmitOptions
 ) -> int:
+    from hydra.task_workers import submit_warning
+
+    task = get_task(args.task)
+    warning = submit_warning(client, task.name, task.version)
+    if warning and not args.json:
+        sys.stderr.write(f"hydra: warning: {warning}\n")
     job_id = submit(client, args.task, params, options)
     if args.detach:
         print(job_id)
@@ -254,28 +231,23 @@ def _submit_and_wait(
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    from hydra.images import check_writable
+    from hydra.outputs import check_writable
 
-    for name, what in (("out", "the picture"), ("counts", "the counts")):
-        if getattr(args, name, None):
-            check_writable(getattr(args, name), what)
+    for name, path in outputs_from_args(args).items():
+        check_writable(path, f"--{name}")
 
 
 def _print_result(client: redis_lib.Redis, job_id: str, args: argparse.Namespace) -> int:
-    as_json = args.json
     result = result_of(client, job_id)  # raises JobFailed for failed or cancelled jobs
-    if getattr(args, "out", None) or getattr(args, "counts", None):
-        from hydra.images import assemble
+    paths = outputs_from_args(args)
+    if paths:
+        from hydra.outputs import write_job_outputs
 
-        _check_outputs(args)
-        record = read_job(client, job_id)
-        counts = Path(args.counts) if args.counts else None
-        assemble(client, job_id, record["params"], counts_path=counts, png_path=Path(args.out) if args.out else None)
-        result["files"] = [str(p) for p in (args.out, args.counts) if p]
-    if as_json:
+        result["files"] = write_job_outputs(client, job_id, paths)
+    if args.json:
         print(json.dumps(result))
         return 0
-    for line in RESULT_FORMATS.get(result["task"], _format_generic)(result):
+    for line in get_task(result["task"]).format(result):
         print(line)
     if "co2_grams" in result:
         from hydra.carbon.accounting import describe
@@ -284,36 +256,27 @@ def _print_result(client: redis_lib.Redis, job_id: str, args: argparse.Namespace
     return 0
 
 
-def _format_pi(result: dict[str, Any]) -> list[str]:
-    return [
-        f"pi ≈ {result['pi']:.10f} ± {result['stderr']:.2g} (standard error)",
-        f"samples {result['samples']:,}  inside {result['inside']:,}  seed {result['seed']}",
-        f"{result['seconds']:.2f} s  {human(result['samples_per_second'])} samples/s  "
-        f"{result['workers']} workers  job {result['job']}",
-    ]
+def cmd_tasks(args: argparse.Namespace) -> int:
+    live = None
+    if not args.offline:
+        from hydra.task_workers import live_workers_by_task
 
-
-def _format_mandelbrot(result: dict[str, Any]) -> list[str]:
-    lines = [
-        f"mandelbrot {result['width']}×{result['height']} max-iter {result['max_iter']} "
-        f"centre {result['center'][0]},{result['center'][1]} span {result['span']}",
-        f"{human(result['iterations'])} iterations  {result['seconds']:.2f} s  "
-        f"{human(result['pixels_per_second'])} pixels/s  {result['workers']} workers  job {result['job']}",
-    ]
-    return lines + [f"wrote {path}" for path in result.get("files", [])]
-
-
-def _format_generic(result: dict[str, Any]) -> list[str]:
-    return [json.dumps(result, indent=2)]
-
-
-RESULT_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pi": _format_pi, "mandelbrot": _format_mandelbrot}
+        try:
+            live = live_workers_by_task(_client(*_where(args)))
+        except HydraError:
+            sys.stderr.write("hydra: warning: Redis unreachable; live workers not shown\n")
+    return _print_list(task_rows(live), args.json, "no tasks installed", task_line)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(*_where(args))
     if args.job:
+        from hydra.task_workers import waiting_for
+
         status = job_status(client, args.job)
+        detail = waiting_for(client, read_job(client, args.job))
+        if detail:
+            status["detail"] = detail
         if args.json:
             print(json.dumps(status))
             return 0
@@ -325,6 +288,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         if status.get("error"):
             print(f"error: {status['error']}")
+        if detail:
+            print(detail)
         return 0
     return _print_list(
         list_jobs(client),
@@ -446,6 +411,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": cmd_submit,
+    "tasks": cmd_tasks,
     "status": cmd_status,
     "result": cmd_result,
     "cancel": cmd_cancel,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hydra import keys
-from hydra.kernels.pi import count_inside_samples
 from hydra.queue import SubmitOptions, result_of, submit, units_by_worker, wait_for_job
+from hydra.tasks.pi.kernel import count_inside_samples
 
 pytestmark = pytest.mark.slow
 SLOW = {"RQ_WORKER_CLASS": "hydra.faults.FaultyWorker"}

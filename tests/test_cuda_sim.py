@@ -11,9 +11,11 @@ from tests.conftest import ROOT
 
 CHECK = textwrap.dedent("""
     import numpy as np
-    from hydra.kernels.cuda import cuda_available, mandelbrot_escape_counts_cuda, pi_count_inside_cuda
-    from hydra.kernels.mandelbrot import escape_counts
-    from hydra.kernels.pi import count_inside_samples
+    from hydra.devices import cuda_available
+    from hydra.tasks.mandelbrot.cuda import mandelbrot_escape_counts_cuda
+    from hydra.tasks.pi.cuda import pi_count_inside_cuda
+    from hydra.tasks.mandelbrot.kernel import escape_counts
+    from hydra.tasks.pi.kernel import count_inside_samples
     from hydra.worker import pick_device
 
     assert cuda_available() and pick_device("auto") == "cuda"

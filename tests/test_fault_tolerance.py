@@ -11,9 +11,9 @@ import pytest
 
 from hydra import keys
 from hydra.connection import connect
-from hydra.kernels.pi import count_inside_samples
 from hydra.local import RedisServer, spawn, stop_process
 from hydra.queue import SubmitOptions, job_status, read_job, result_of, submit, wait_for_job
+from hydra.tasks.pi.kernel import count_inside_samples
 from tests.conftest import run_cli, wait_until
 
 pytestmark = pytest.mark.slow

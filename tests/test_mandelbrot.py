@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from hydra import keys
-from hydra.kernels.mandelbrot import escape_counts, escape_counts_reference, estimate_row_costs
-from hydra.queue import SubmitOptions, job_status, read_job, submit, wait_for_job
+from hydra.queue import SubmitOptions, job_status, submit, wait_for_job
+from hydra.tasks.mandelbrot.kernel import escape_counts, escape_counts_reference, estimate_row_costs
 from tests.conftest import run_cli, wait_until
 
 VIEWS = [
@@ -105,9 +105,9 @@ def test_a_worker_killed_mid_render_changes_nothing(client, cluster_factory, tmp
     cluster.workers[0].send_signal(signal.SIGKILL)
     cluster.workers[0].wait()
     assert wait_for_job(client, job_id, timeout=300)["state"] == "done"
-    from hydra.images import assemble
+    from hydra.outputs import write_job_outputs
 
-    assemble(client, job_id, read_job(client, job_id)["params"], counts_path=tmp_path / "c.npy")
+    write_job_outputs(client, job_id, {"counts": tmp_path / "c.npy"})
     expected = np.empty((900, 1200), np.uint16)
     escape_counts(-0.7436, 0.1318, 0.003, 1200, 900, 3000, 0, 900, expected)
     assert np.array_equal(np.load(tmp_path / "c.npy"), expected)

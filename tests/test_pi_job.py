@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from hydra.kernels.pi import BLOCK, count_inside_reference
 from hydra.queue import SubmitOptions, job_status, result_of, submit, wait_for_job
+from hydra.tasks.pi.kernel import BLOCK, count_inside_reference
 from tests.conftest import run_cli
 
 SAMPLES = 64 * BLOCK + 12345  # a short last block, too

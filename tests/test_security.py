@@ -15,9 +15,9 @@ from rq.serializers import JSONSerializer
 from hydra import keys
 from hydra.certs import make_certificates
 from hydra.connection import connect
-from hydra.kernels.pi import count_inside_samples
 from hydra.local import LocalCluster, RedisServer, _has_tls, spawn, stop_process
 from hydra.queue import SubmitOptions, result_of, submit, wait_for_job
+from hydra.tasks.pi.kernel import count_inside_samples
 from hydra.volunteers import add_volunteer, remove_volunteer
 from tests.conftest import run_cli
 

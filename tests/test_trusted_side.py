@@ -13,9 +13,9 @@ import pytest
 
 from hydra import keys
 from hydra.collector import Collector
-from hydra.kernels.pi import BLOCK, count_inside_samples
 from hydra.queue import SubmitOptions, cancel, read_job, submit
 from hydra.settings import Settings
+from hydra.tasks.pi.kernel import BLOCK, count_inside_samples
 
 
 class FakeWorker:

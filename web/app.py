@@ -32,6 +32,7 @@ from hydra.queue import SubmitOptions, cancel, job_status, read_job, submit
 from hydra.settings import Settings
 from hydra.tasks import TASKS
 from web.credit import bp as credit_bp
+from web.tasks_api import bp as tasks_bp
 from web.views import snapshot
 
 socketio = SocketIO()
@@ -51,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["hydra_redis"] = connect(app.config["REDIS_URL"])
     app.extensions["hydra_events"] = Events(app.config["REDIS_URL"])
     app.register_blueprint(bp)
+    app.register_blueprint(tasks_bp)
     app.register_blueprint(credit_bp)
     origins = [o for o in app.config["WEB_ORIGINS"].split(",") if o] or None
     queue = app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None
@@ -138,14 +140,14 @@ def api_cancel(job_id: str):
 
 @bp.get("/jobs/<job_id>/image.png")
 def job_image(job_id: str):
-    from hydra.images import assemble
+    from hydra.outputs import write_job_outputs
 
     record = read_job(_redis(), job_id)
     if record["task"] != "mandelbrot" or record["state"] != "done":
         raise InvalidInput(f"job {job_id} has no finished image")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"mandelbrot-{job_id}.png"
-        assemble(_redis(), job_id, record["params"], png_path=path)
+        write_job_outputs(_redis(), job_id, {"out": path})
         data = path.read_bytes()
     from io import BytesIO
 

@@ -1,4 +1,5 @@
-"""Numba kernels: pure functions of their arguments, shared by CPU and GPU workers.
+"""Transitional: kernels now live in their task packages (``hydra.tasks.<name>``).
 
-Nothing here talks to Redis; the task modules in ``hydra.tasks`` wrap these.
+Only :mod:`hydra.kernels.cuda` remains, for ``hydra.worker.pick_device``; delete this package once
+the worker imports :func:`hydra.devices.cuda_available`.
 """

@@ -26,7 +26,7 @@ function resultText(job) {
   if (!r) return "";
   if (job.task === "pi") return "π ≈ " + r.pi.toFixed(8) + " ± " + r.stderr.toPrecision(2);
   if (job.task === "mandelbrot") return r.width + "×" + r.height + ", " + human(r.iterations) + " iterations";
-  return "";
+  return window.HydraTasks ? HydraTasks.resultText(job) : "";
 }
 function el(tag, attrs = {}, text = "") {
   const node = document.createElement(tag);
@@ -104,6 +104,7 @@ function select(id) {
   document.querySelector(`#jobs tr[data-job-id="${id}"]`)?.classList.add("selected");
   if (job.task === "pi") { selectedPi = id; drawPi(); }
   if (job.task === "mandelbrot") showMandel(job);
+  if (window.HydraTasks) HydraTasks.showJob(job);
 }
 
 // ---------- π chart ----------

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from redis import Redis
 
-from hydra import keys
 from hydra.errors import InvalidInput
-from hydra.tasks.mandelbrot import count_dtype, decode_stripe
+from hydra.tasks.mandelbrot.codec import count_dtype, decode_stripe
 
 # Gradient stops (position, RGB): deep blue through white to amber and back to dark.
 _STOPS = [
@@ -54,20 +51,6 @@ def colorize(counts: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[counts]
 
 
-def check_writable(path: str | os.PathLike[str], what: str) -> Path:
-    """Fail early, before a job is enqueued, if ``path`` cannot be written."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if (
-        target.is_dir()
-        or not folder.is_dir()
-        or not os.access(folder, os.W_OK)
-        or (target.exists() and not os.access(target, os.W_OK))
-    ):
-        raise InvalidInput(f"cannot write {what} to {path}")
-    return target
-
-
 def write_png(path: Path, width: int, height: int, strips: Iterator[np.ndarray]) -> None:
     """Write an 8-bit RGB PNG from strips of shape (rows, width, 3), streaming."""
 
@@ -86,20 +69,24 @@ def write_png(path: Path, width: int, height: int, strips: Iterator[np.ndarray])
 
 
 def assemble(
-    redis: Redis, job_id: str, params: dict[str, Any], *, counts_path: Path | None = None, png_path: Path | None = None
+    params: dict[str, Any],
+    blobs: Iterable[bytes],
+    *,
+    counts_path: Path | None = None,
+    png_path: Path | None = None,
 ) -> None:
-    """Write the finished job's counts (.npy) and/or picture (.png) from its stored stripes."""
+    """Write the finished job's counts (.npy) and/or picture (.png) from its stripes' blobs."""
     width, height, max_iter = params["width"], params["height"], params["max_iter"]
     with tempfile.TemporaryDirectory() as tmp:
         target = counts_path or Path(tmp) / "counts.npy"
         counts = np.lib.format.open_memmap(target, mode="w+", dtype=count_dtype(max_iter), shape=(height, width))
         rows_written = 0
-        for _, blob in redis.hscan_iter(keys.blobs(job_id), count=16):
+        for blob in blobs:
             first, stripe = decode_stripe(params, blob)
             counts[first : first + stripe.shape[0]] = stripe
             rows_written += stripe.shape[0]
         if rows_written != height:
-            raise InvalidInput(f"job {job_id} has {rows_written} of {height} rows stored (results expired?)")
+            raise InvalidInput(f"the job has {rows_written} of {height} rows stored (results expired?)")
         counts.flush()
         if png_path:
             lut = palette(max_iter)

@@ -1,4 +1,4 @@
-"""Distributed Mandelbrot: exact escape counts (see :mod:`hydra.kernels.mandelbrot`) and a PNG.
+"""Distributed Mandelbrot: exact escape counts (see :mod:`hydra.tasks.mandelbrot.kernel`) and a PNG.
 
 Units are image rows; a chunk is a stripe of whole rows. Rows cost wildly different amounts (a
 row through the set costs max_iter per pixel, one outside it a few), so stripes are cut by
@@ -11,69 +11,50 @@ where the view is expensive and tall where it is cheap, and each takes about the
 the worker that runs it. A stripe is also capped at 4 Mpixel so that results stay small.
 
 A stripe's result is its count array, zlib-compressed, stored once in ``hydra:job:<id>:blobs``
-(expiring with the job); :mod:`hydra.images` assembles them into a memory-mapped ``.npy`` and a
-streamed PNG.
+(expiring with the job); :mod:`hydra.tasks.mandelbrot.image` assembles them into a memory-mapped
+``.npy`` and a streamed PNG (``--counts``, ``--out``).
 """
 
 from __future__ import annotations
 
-import math
-import struct
-import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hydra.errors import InvalidInput
-from hydra.kernels import mandelbrot as kernel
-from hydra.tasks.base import ChunkResult, Plan, Task, parse_count
+from hydra.progress import human
+from hydra.tasks.base import ChunkResult, Output, Param, Plan, Task
+from hydra.tasks.mandelbrot import kernel
+from hydra.tasks.mandelbrot.codec import HEADER_BYTES, count_dtype, decode_stripe, encode_stripe, stripe_first
 
 MAX_SIDE = 65536
 MAX_ITER = 10**7
 MAX_STRIPE_PIXELS = 4 * 1024 * 1024
-# A stripe's blob: little-endian (first row, row count), then the zlib-compressed counts.
-_HEADER = "<QQ"
-
-
-def count_dtype(max_iter: int) -> type[np.unsignedinteger]:
-    return np.uint16 if max_iter <= 65535 else np.uint32
-
-
-def _parse_float(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"--{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise InvalidInput(f"--{name} must be finite, got {value!r}")
-    return number
-
-
-def parse_center(value: Any) -> tuple[float, float]:
-    parts = [str(v) for v in value] if isinstance(value, list | tuple) else str(value).split(",")
-    if len(parts) != 2:
-        raise InvalidInput(f"--center must be two numbers as re,im (e.g. -0.5,0), got {value!r}")
-    return _parse_float("center", parts[0]), _parse_float("center", parts[1])
 
 
 class MandelbrotTask(Task):
     name = "mandelbrot"
+    version = "1"
     display_unit = "pixels"
+    params = (
+        Param("width", "count", 1024, "image width in pixels", 1, MAX_SIDE),
+        Param("height", "count", None, "image height in pixels (default: the width)", 1, MAX_SIDE),
+        Param("max_iter", "count", 1000, "iterations before a point counts as inside", 1, MAX_ITER),
+        Param("center", "point", "-0.5,0", "centre of the view as re,im"),
+        Param("span", "float", 3.0, "width of the view in the complex plane", low=0, open_low=True),
+    )
     sums = ("iterations",)
+    outputs = (Output("out", "write the picture to this PNG"), Output("counts", "write the escape counts to this .npy"))
     # Work is the estimated iterations actually run (a point the cardioid test catches costs 1):
     # 1 credit = 10**9 of them, about 2 s of one core.
     credit_per_work = 1e-9
 
-    def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        width = parse_count("width", params.get("width", 1024), low=1, high=MAX_SIDE)
-        height = parse_count("height", params.get("height", width), low=1, high=MAX_SIDE)
-        max_iter = parse_count("max-iter", params.get("max_iter", 1000), low=1, high=MAX_ITER)
-        cx, cy = parse_center(params.get("center", "-0.5,0"))
-        span = _parse_float("span", params.get("span", 3.0))
-        if span <= 0:
-            raise InvalidInput(f"--span must be positive, got {params.get('span')!r}")
-        return {"width": width, "height": height, "max_iter": max_iter, "center": [cx, cy], "span": span}
+    def finish(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["height"] is None:
+            params["height"] = params["width"]
+        return params
 
     def plan(self, params: dict[str, Any]) -> Plan:
         p = params
@@ -114,37 +95,40 @@ class MandelbrotTask(Task):
         out = np.empty((count, p["width"]), dtype=count_dtype(p["max_iter"]))
         compute = kernel.escape_counts
         if device == "cuda":
-            from hydra.kernels.cuda import mandelbrot_escape_counts_cuda as compute
+            from hydra.tasks.mandelbrot.cuda import mandelbrot_escape_counts_cuda as compute
         total = compute(*p["center"], p["span"], p["width"], p["height"], p["max_iter"], first, count, out)
-        header = struct.pack(_HEADER, first, count)
-        return ChunkResult(sums={"iterations": total}, blob=header + zlib.compress(out.tobytes(), 1), array=out)
+        return ChunkResult(sums={"iterations": total}, blob=encode_stripe(first, out), array=out)
 
     def announce(self, job_id: str, params: dict[str, Any], result: ChunkResult) -> dict[str, Any] | None:
-        from hydra.images import stripe_event
+        from hydra.tasks.mandelbrot.image import stripe_event
 
         if result.array is not None:
-            first = struct.unpack_from(_HEADER, result.blob)[0]
-            return stripe_event(job_id, params, first, result.array)
+            return stripe_event(job_id, params, stripe_first(result.blob), result.array)
         return stripe_event(job_id, params, *decode_stripe(params, result.blob))
 
     def max_blob_bytes(self, params: dict[str, Any], count: int) -> int:
         raw = count * params["width"] * np.dtype(count_dtype(params["max_iter"])).itemsize
-        return raw + raw // 100 + 64 + struct.calcsize(_HEADER)
+        return raw + raw // 100 + 64 + HEADER_BYTES
+
+    def check_sums(self, params: dict[str, Any], first: int, count: int, sums: Mapping[str, Any]) -> None:
+        super().check_sums(params, first, count, sums)
+        pixels = count * params["width"]
+        if not pixels <= sums["iterations"] <= pixels * params["max_iter"]:
+            raise InvalidInput("iteration count out of range")
+
+    def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
+        super().check_result(params, count, result)
+        iterations = result.sums.get("iterations", -1)
+        if type(iterations) is not int or not 0 <= iterations <= count * params["width"] * params["max_iter"]:
+            raise InvalidInput("iteration count out of range")
 
     def check_blob(self, params: dict[str, Any], first: int, count: int, blob: bytes) -> None:
-        row, rows = decode_stripe(params, blob)[0], struct.unpack_from(_HEADER, blob)[1]
-        if (row, rows) != (first, count):
+        row, stripe = decode_stripe(params, blob)
+        if (row, stripe.shape[0]) != (first, count):
             raise InvalidInput("stripe blob is for other rows")
 
     def chunk_memory(self, params: dict[str, Any], count: int) -> int:
         return 3 * count * params["width"] * np.dtype(count_dtype(params["max_iter"])).itemsize
-
-    def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
-        if len(result.blob) > self.max_blob_bytes(params, count):
-            raise InvalidInput("stripe result larger than its pixels allow")
-        iterations = result.sums.get("iterations", -1)
-        if type(iterations) is not int or not 0 <= iterations <= count * params["width"] * params["max_iter"]:
-            raise InvalidInput("iteration count out of range")
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         p = record["params"]
@@ -158,25 +142,16 @@ class MandelbrotTask(Task):
             "iterations": int(record["sum:iterations"]),
         }
 
+    def format(self, result: Mapping[str, Any]) -> list[str]:
+        lines = [
+            f"mandelbrot {result['width']}×{result['height']} max-iter {result['max_iter']} "
+            f"centre {result['center'][0]},{result['center'][1]} span {result['span']}",
+            f"{human(result['iterations'])} iterations  {result['seconds']:.2f} s  "
+            f"{human(result['pixels_per_second'])} pixels/s  {result['workers']} workers  job {result['job']}",
+        ]
+        return lines + [f"wrote {path}" for path in result.get("files", [])]
 
-def decode_stripe(params: dict[str, Any], blob: bytes) -> tuple[int, np.ndarray]:
-    """First row and (rows, width) count array of one stripe's blob.
+    def write_outputs(self, params: dict[str, Any], blobs: Iterable[bytes], paths: Mapping[str, Path]) -> None:
+        from hydra.tasks.mandelbrot.image import assemble
 
-    Decompression is bounded by the size the stripe's header allows (and the header by the image),
-    so a hostile blob cannot inflate into gigabytes; anything inconsistent raises InvalidInput.
-    """
-    if len(blob) < struct.calcsize(_HEADER):
-        raise InvalidInput("stripe blob too short")
-    first, count = struct.unpack_from(_HEADER, blob)
-    if count < 1 or first + count > params["height"]:
-        raise InvalidInput("stripe header outside the image")
-    dtype = np.dtype(count_dtype(params["max_iter"]))
-    size = count * params["width"] * dtype.itemsize
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(blob[struct.calcsize(_HEADER) :], size)
-    except zlib.error as exc:
-        raise InvalidInput(f"stripe blob is not zlib data ({exc})") from None
-    if len(raw) != size or inflater.unconsumed_tail:
-        raise InvalidInput("stripe blob does not hold its rows")
-    return first, np.frombuffer(raw, dtype=dtype).reshape(count, params["width"])
+        assemble(params, blobs, counts_path=paths.get("counts"), png_path=paths.get("out"))

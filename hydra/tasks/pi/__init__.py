@@ -1,4 +1,4 @@
-"""Monte-Carlo π: count samples inside the quarter circle (kernel: :mod:`hydra.kernels.pi`).
+"""Monte-Carlo π: count samples inside the quarter circle (kernel: :mod:`hydra.tasks.pi.kernel`).
 
 Units are blocks of 2**20 samples (the last one may be short); the result is the exact integer
 count of samples inside, so it is identical however the job was chunked or retried.
@@ -11,25 +11,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InvalidInput
-from hydra.kernels import pi as kernel
-from hydra.tasks.base import ChunkResult, Plan, Task, parse_count
+from hydra.progress import human
+from hydra.tasks.base import ChunkResult, Param, Plan, Task
+from hydra.tasks.pi import kernel
 
 MAX_SAMPLES = 10**16
 DEFAULT_SEED = 2026
 
 
+def pi_point(samples: int, inside: int) -> list[float]:
+    """[samples, estimate, standard error] of a π job after ``samples`` samples."""
+    p = inside / samples
+    return [samples, 4 * p, 4 * math.sqrt(p * (1 - p) / samples)]
+
+
 class PiTask(Task):
     name = "pi"
+    version = "1"
     display_unit = "samples"
+    params = (
+        Param("samples", "count", "1e9", "number of samples: 1e10, 10000000000 or 10_000_000_000", 1, MAX_SAMPLES),
+        Param("seed", "count", DEFAULT_SEED, "seed of the sample stream", 0, 2**63 - 1),
+    )
     sums = ("inside",)
+    series = ("samples", "π", "standard error")
     # A sample costs about a tenth of a Mandelbrot iteration (measured on one core: 4.5-5.7e9
     # samples/s against 4.4-5.2e8 estimated iterations/s), so 1 credit = 10**10 samples.
     credit_per_work = 1e-10
-
-    def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        samples = parse_count("samples", params.get("samples", "1e9"), low=1, high=MAX_SAMPLES)
-        seed = parse_count("seed", params.get("seed", DEFAULT_SEED), low=0, high=2**63 - 1)
-        return {"samples": samples, "seed": seed}
 
     def plan(self, params: dict[str, Any]) -> Plan:
         return Plan(units_total=-(-params["samples"] // kernel.BLOCK))
@@ -58,10 +66,15 @@ class PiTask(Task):
     ) -> ChunkResult:
         start, n = self._samples(params, first, count)
         if device == "cuda":
-            from hydra.kernels.cuda import pi_count_inside_cuda
+            from hydra.tasks.pi.cuda import pi_count_inside_cuda
 
             return ChunkResult(sums={"inside": pi_count_inside_cuda(seed, start, n)})
         return ChunkResult(sums={"inside": kernel.count_inside_samples(seed, start, n)})
+
+    def check_sums(self, params: dict[str, Any], first: int, count: int, sums: Mapping[str, Any]) -> None:
+        super().check_sums(params, first, count, sums)
+        if not 0 <= sums["inside"] <= self._samples(params, first, count)[1]:
+            raise InvalidInput("inside count out of range")
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         super().check_result(params, count, result)
@@ -82,3 +95,15 @@ class PiTask(Task):
             "inside": inside,
             "seed": params["seed"],
         }
+
+    def format(self, result: Mapping[str, Any]) -> list[str]:
+        return [
+            f"pi ≈ {result['pi']:.10f} ± {result['stderr']:.2g} (standard error)",
+            f"samples {result['samples']:,}  inside {result['inside']:,}  seed {result['seed']}",
+            f"{result['seconds']:.2f} s  {human(result['samples_per_second'])} samples/s  "
+            f"{result['workers']} workers  job {result['job']}",
+        ]
+
+    def series_point(self, params: dict[str, Any], units_done: int, sums: Mapping[str, int]) -> list[float] | None:
+        samples = min(units_done * kernel.BLOCK, params["samples"])
+        return pi_point(samples, int(sums.get("inside", 0))) if samples else None
