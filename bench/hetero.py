@@ -2,7 +2,8 @@
 
     python -m bench.hetero [--samples 3e10] [--speeds 1,1,0.25,0.1]
 
-Workers are slowed with the benchmark-only ``hydra.faults.FaultyWorker`` with ``HYDRA_THROTTLE`` (same kernel, then a sleep). The
+Workers are slowed with the benchmark-only ``hydra.faults.FaultyWorker`` and ``HYDRA_THROTTLE``
+(same kernel, then a sleep). The
 ideal makespan is the total work divided by the sum of the workers' measured rates. (a) fixed
 equal chunks of about 2 s of a full-speed worker, never split nor copied (the proof of concept's
 static scheme); (b) Hydra's adaptive chunks with speculative copies for the tail.

@@ -4,7 +4,8 @@
 
 Three warm honest workers run the same π job with no verification, ``--verify auto`` and
 ``--verify 2``; throughput is compared in one run. Then a fourth worker that cheats on 10 % of its
-chunks (the test-only ``hydra.faults.FaultyWorker`` with ``HYDRA_FAULT=cheat:0.1``) joins an ``auto`` job of small fixed chunks:
+chunks (the test-only ``hydra.faults.FaultyWorker`` with ``HYDRA_FAULT=cheat:0.1``) joins an
+``auto`` job of small fixed chunks:
 printed is how many chunks it had finished when it was quarantined.
 """
 

@@ -35,6 +35,7 @@ from hydra.errors import InvalidInput
 from hydra.events import Events
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
+from hydra.tasks import reduce
 from hydra.tasks.base import ChunkResult
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,7 @@ class Collector:
                 raise InvalidInput(f"result blob of {len(blob)} bytes is over the chunk's bound")
             result = ChunkResult(sums=dict(sums), blob=blob)
             task.check_result(spec.params, count, result)
+            task.check_sums(spec.params, first, count, sums)
             task.check_blob(spec.params, first, count, blob)
         except (InvalidInput, ValueError) as exc:
             self._requeue(job_id, chunk_id, nonce, name, f"result refused: {exc}", count_attempt=True)
@@ -307,8 +309,7 @@ class Collector:
         check = self._needs_check(job_id, chunk_id, user)
         args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
         args += [int(check), task.display_size(spec.params, first, count)]
-        for sum_name in task.sums:
-            args += [sum_name, sums[sum_name]]
+        args += reduce.lua_args(task.reductions(), sums)
         reply = self.scripts.accept(keys=[*job_script_keys(job_id), keys.held(name), keys.vouched(user)], args=args)
         outcome = int(reply[0])
         if outcome:

@@ -109,7 +109,8 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         "speculate": int(options.speculate),
         "verify": options.verify,
         "salt": secrets.token_hex(16),
-        **{f"sum:{name}": 0 for name in task.sums},
+        "reduce": json.dumps(task.reductions()),
+        **{f"sum:{name}": value for name, value in task.initial_sums().items()},
     }
     if options.carbon_aware:  # hydra.carbon.gate reads it: hold work for cleaner zones and hours, until then
         record["carbon_deadline"] = now + (options.deadline or 24 * 3600)
@@ -194,6 +195,10 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
     }
     if record.get("error"):
         status["error"] = record["error"]
+    from hydra.task_workers import waiting_for
+
+    if detail := waiting_for(redis, record):  # no live worker runs this task version: say so
+        status["detail"] = detail
     if record["state"] == "done":
         status["result"] = result_of(redis, job_id, record)
     elif done_units:

@@ -28,6 +28,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from hydra import keys
+from hydra.tasks.reduce import LUA as REDUCE_LUA
 
 # Shared by the scripts that work on one job. KEYS (built by job_script_keys):
 #   1 hydra:job:<job>   2 …:chunks   3 …:pending   4 …:wanted   5 …:workers   6 …:blobs
@@ -132,7 +133,8 @@ return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 )
 
 # ARGV: job, chunk, nonce, worker, user, now, digest, blob ('' for none), check ('0'/'1'),
-#       display size of the chunk (samples, pixels), then name/value pairs of integer sums.
+#       display size of the chunk (samples, pixels), then (name, value, reduction) triples of the
+#       chunk's integer results (hydra.tasks.reduce: sum, max, min, at:<name>).
 # Extra KEYS: 14 hydra:held:<worker>  15 hydra:vouched:<user>
 # check = '1': this result must be confirmed by another volunteer (verify 2, or a spot check of
 # verify auto decided by the caller). Returns {0, why} (stale, duplicate, quarantined: ignored),
@@ -141,6 +143,7 @@ return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 # disagreement follow (quarantined now: the caller redoes what they vouched for).
 ACCEPT = (
     _COMMON
+    + REDUCE_LUA
     + """
 local now = ARGV[6]
 local user, worker = ARGV[5], ARGV[4]
@@ -204,10 +207,11 @@ local done = redis.call('HINCRBY', KEYS[1], 'units_done', c.count)
 local shown = redis.call('HINCRBY', KEYS[1], 'display_done', ARGV[10])
 local point = tostring(shown)
 local sums = {'"display_done":' .. ARGV[10]}
-for i = 11, #ARGV, 2 do
-  local total = redis.call('HINCRBY', KEYS[1], 'sum:' .. ARGV[i], ARGV[i + 1])
-  table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1])
-  point = point .. ' ' .. total
+reduce_sums(KEYS[1], ARGV, 11)
+for i = 11, #ARGV, 3 do
+  -- Only added sums can be taken back later (REDO); a max or min stays as it was.
+  if ARGV[i + 2] == 'sum' then table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1]) end
+  point = point .. ' ' .. (redis.call('HGET', KEYS[1], 'sum:' .. ARGV[i]) or '')
 end
 if need == 1 and redis.call('HGET', KEYS[1], 'verify') == 'auto' then
   -- Accepted on one volunteer's word: remembered, so it can be redone if that volunteer is caught.

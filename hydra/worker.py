@@ -57,7 +57,7 @@ def pick_device(wanted: str) -> str:
     """ "cuda" when asked for or (with "auto") when a CUDA GPU is there, else "cpu"."""
     if wanted == "cpu":
         return "cpu"
-    from hydra.kernels.cuda import cuda_available
+    from hydra.devices import cuda_available
 
     if cuda_available():
         return "cuda"
