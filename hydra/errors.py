@@ -27,3 +27,9 @@ class MalformedChunk(HydraError):
 
 class JobFailed(HydraError):
     exit_code = 5
+
+
+class JobNotFinished(HydraError):
+    """The job is still queued or running: no result yet, and nothing is wrong."""
+
+    exit_code = 6

@@ -116,7 +116,7 @@ def test_worker_survives_any_descriptor_and_leaves_other_jobs_alone(shared_redis
     ),
 )
 def test_web_form_fields_get_a_clear_answer(shared_redis, task, params):
-    from web.app import create_app
+    from hydra_web.app import create_app
 
     url = "redis://127.0.0.1:{}/0".format(shared_redis.connection_pool.connection_kwargs["port"])
     app = create_app({"REDIS_URL": url, "WEB_TOKEN": "t", "MESSAGE_QUEUE": False})
