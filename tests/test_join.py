@@ -81,5 +81,6 @@ def test_join_page_says_when_no_wheel_is_there(redis_server, tmp_path: Path):
     assert 'id="wheel-missing"' in web.get("/join").get_data(as_text=True)
     assert web.get(f"/join/{WHEEL_NAME}").status_code == 503
     (tmp_path / WHEEL_NAME).write_bytes(b"PK\x03\x04 a wheel")
-    assert web.get(f"/join/{WHEEL_NAME}").data == b"PK\x03\x04 a wheel"
+    with web.get(f"/join/{WHEEL_NAME}") as answer:
+        assert answer.data == b"PK\x03\x04 a wheel"
     assert 'id="wheel-missing"' not in web.get("/join").get_data(as_text=True)
