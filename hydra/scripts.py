@@ -1,27 +1,23 @@
-"""The Lua scripts that change a job's chunks: each runs atomically inside Redis.
+"""The Lua scripts that change job state: each runs atomically inside Redis, called only by trusted
+processes (a volunteer's credential cannot run scripts at all).
 
-Every script takes the same KEYS, built by :func:`script_keys`:
+A chunk is a field of ``hydra:job:<job>:chunks`` holding JSON::
 
-    1 hydra:job:<job>           2 …:chunks      3 …:tickets     4 …:workers
-    5 …:blobs                   6 …:trace       7 …:data        8 hydra:deadlines
-    9 hydra:pending            10 rq:queue:hydra  11 hydra:quarantine
-   12 hydra:job:<job>:unverified
+    {first, count, state, attempt, credit, holders, results, need}
 
-and ARGV[1] = the job id. A chunk is a field of ``…:chunks`` holding JSON
-``{first, count, state, attempt, worker, spec, results, need}``; its state is ``pending`` (a ticket
-waits on the rq queue), ``running`` (it is in ``hydra:deadlines``) or, for verified jobs,
-``verifying`` (one result is in, ``results`` maps workers to result digests, and a copy must agree).
-A finished chunk is deleted, so a late or duplicate completion finds nothing and is ignored: that
-is the exactly-once rule.
+``state`` is ``pending`` (in ``…:pending``, nobody has it), ``running`` (one or more workers hold
+it: ``holders`` maps worker → {nonce, at}) or ``verifying`` (``results`` maps volunteer → digest and
+``need`` agreeing volunteers are required; it sits in ``…:wanted`` until another volunteer gets a
+copy). Every assignment has a nonce, and a result counts only if it quotes the nonce of an
+assignment its worker still holds; an accepted chunk is deleted, so a late, duplicate or forged
+result finds nothing: that is the exactly-once rule.
 
 Verification (BOINC's validation, made exact since results are bit-reproducible): with
-``verify = 2`` every chunk counts only when two distinct workers report the same digest; with
-``verify = auto`` a chunk is checked with probability max(0.05, 1 / (1 + clean / 10)), ``clean``
-being the worker's count of confirmed results. A worker whose digest loses is quarantined
-(``hydra:quarantine``: its claims and results are refused) and the results it alone vouched for in
-that job (``…:unverified``) are subtracted and their ranges requeued. Splitting,
-completing, requeueing and ending a job each happen in one script, so no observer ever sees a
-block of samples counted twice, lost, or both running and pending.
+``verify = 2`` a chunk counts when two distinct volunteers report the same digest; with
+``verify = auto`` the monitor decides, with a secret salt no volunteer can read, to check a
+fraction of each volunteer's results, smaller as its record of agreeing results grows. A volunteer
+whose digest loses is quarantined; the caller then redoes every result it alone vouched for
+(``hydra:vouched:<user>``), in every job, with :data:`REDO`.
 
 Chunk JSON holds only integers below 10**13 (cjson keeps 14 significant digits).
 """
@@ -33,219 +29,295 @@ from redis.commands.core import Script
 
 from hydra import keys
 
-# Shared by every script: end a job (done, failed or cancelled). Drops its live chunks from the
-# deadline and pending sets, takes its unused tickets off the rq queue, and sets the expiry of
-# what is kept (the record, the result blobs, the trace).
-_FINISH = """
+# Shared by the scripts that work on one job. KEYS (built by job_script_keys):
+#   1 hydra:job:<job>   2 …:chunks   3 …:pending   4 …:wanted   5 …:workers   6 …:blobs
+#   7 …:trace           8 …:data     9 hydra:deadlines   10 hydra:active   11 hydra:quarantine
+#  12 hydra:ledger    13 …:running (chunk id → when its fastest holder should finish)
+# ARGV[1] is always the job id.
+_COMMON = """
+local job_id = ARGV[1]
+local function fmt(n) return string.format('%d', n) end
+local function member(chunk_id, nonce) return job_id .. ':' .. chunk_id .. ':' .. nonce end
+local function held_key(w) return 'hydra:held:' .. w end
+local function drop_holders(chunk_id, c)
+  for w, h in pairs(c.holders or {}) do
+    redis.call('ZREM', KEYS[9], member(chunk_id, h.nonce))
+    redis.call('SREM', held_key(w), member(chunk_id, h.nonce))
+  end
+end
 local function finish(state, now, reason)
-  local job_id = ARGV[1]
   for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
-    redis.call('ZREM', KEYS[8], job_id .. ':' .. id)
-    redis.call('ZREM', KEYS[9], job_id .. ':' .. id)
+    drop_holders(id, cjson.decode(redis.call('HGET', KEYS[2], id)))
   end
-  redis.call('DEL', KEYS[2])
-  local rq_prefix = string.sub(KEYS[10], 1, string.find(KEYS[10], ':') - 1) .. ':job:'
-  for _, ticket in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    if redis.call('LREM', KEYS[10], 0, ticket) > 0 then redis.call('DEL', rq_prefix .. ticket) end
-  end
-  redis.call('DEL', KEYS[3], KEYS[12])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[13])
+  redis.call('ZREM', KEYS[10], job_id)
   redis.call('HSET', KEYS[1], 'state', state, 'finished', now)
   if reason ~= '' then redis.call('HSET', KEYS[1], 'error', reason) end
   local ttl = tonumber(redis.call('HGET', KEYS[1], 'result_ttl'))
-  for i = 4, 7 do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 5, 8 do redis.call('EXPIRE', KEYS[i], ttl) end
   redis.call('EXPIRE', KEYS[1], ttl)
 end
 local function active()
   local state = redis.call('HGET', KEYS[1], 'state')
   return state == 'queued' or state == 'running'
 end
+local function ledger(kind, user, c, digest, now)
+  if c.credit == nil then return end
+  redis.call('RPUSH', KEYS[12], '{"kind":"' .. kind .. '","volunteer":"' .. user .. '","job":"' .. job_id ..
+    '","task":"' .. redis.call('HGET', KEYS[1], 'task') .. '","first":' .. fmt(c.first) .. ',"count":' ..
+    fmt(c.count) .. ',"credit":' .. fmt(c.credit) .. ',"digest":"' .. digest .. '","time":' .. now .. '}')
+end
 """
 
-# ARGV: job, chunk, ticket, worker, now, take, deadline, speculative, pending_grace
-# Returns {'run', first, count, attempt, rest_id, rest_first, rest_count}, {'spec', first, count,
-# attempt}, {'gone'} (nothing to do), {'pass'} (a copy this worker may not run: it gave the first
-# result) or {'quarantined'} (this worker may run nothing). Claiming a pending chunk may split it:
-# the worker keeps the first `take` units and the rest becomes a new pending chunk, for which the
-# caller enqueues a ticket.
-CLAIM = (
-    _FINISH
+# ARGV: job, chunk, kind ('new' or 'copy'), expect_first, take, worker, user, now, deadline, credit,
+#       expected end (when this worker should have the result)
+# Extra KEYS: 14 hydra:held:<worker>  15 the worker's inbox  16 hydra:idle
+# Gives the worker units [first, first + take) of a pending chunk (splitting it: the rest stays
+# pending under the same id) or, for 'copy', a copy of a running or verifying chunk that no
+# worker of the same volunteer holds or has answered. Pushes the descriptor into the worker's
+# inbox. Returns {'ok', chunk, first, count, nonce} or {'no', why}.
+ASSIGN = (
+    _COMMON
     + """
-redis.call('SREM', KEYS[3], ARGV[3])
-if not active() then return {'gone'} end
-if redis.call('SISMEMBER', KEYS[11], ARGV[4]) == 1 then return {'quarantined'} end
+local now = tonumber(ARGV[8])
+if not active() then return {'no', 'ended'} end
+if redis.call('SISMEMBER', KEYS[11], ARGV[7]) == 1 then return {'no', 'quarantined'} end
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
-if not raw then return {'gone'} end
+if not raw then return {'no', 'gone'} end
 local c = cjson.decode(raw)
-local now = tonumber(ARGV[5])
-local member = ARGV[1] .. ':' .. ARGV[2]
-if ARGV[8] == '1' then
-  -- A copy: of a slow running chunk (the tail), or of a result that needs confirming.
-  if c.state == 'verifying' then
-    if c.results[ARGV[4]] then return {'pass'} end
-    redis.call('ZADD', KEYS[9], tonumber(ARGV[7]), member)
-    return {'spec', c.first, c.count, c.attempt}
+local id = ARGV[2]
+local nonce = redis.call('HINCRBY', KEYS[1], 'next_nonce', 1)
+if ARGV[3] == 'copy' then
+  if c.state == 'pending' then return {'no', 'pending'} end
+  for w, _ in pairs(c.holders or {}) do
+    if string.sub(w, 1, #ARGV[7] + 1) == ARGV[7] .. '/' then return {'no', 'same volunteer'} end
   end
-  if c.state ~= 'running' or c.worker == ARGV[4] or c.spec then return {'gone'} end
-  c.spec = ARGV[4]
-  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-  return {'spec', c.first, c.count, c.attempt}
+  if c.results and c.results[ARGV[7]] then return {'no', 'same volunteer'} end
+  if c.state == 'verifying' then c.state = 'running'; redis.call('ZREM', KEYS[4], id) end
+  if c.state == 'running' and c.results == nil then redis.call('ZREM', KEYS[4], id) end
+else
+  if c.state ~= 'pending' or c.first ~= tonumber(ARGV[4]) then return {'no', 'moved'} end
+  local take = math.min(math.max(tonumber(ARGV[5]), 1), c.count)
+  if take < c.count then
+    local rest = {first = c.first + take, count = c.count - take, state = 'pending', attempt = 0}
+    redis.call('HSET', KEYS[2], id, cjson.encode(rest))
+    redis.call('ZADD', KEYS[3], rest.first, id)
+    id = tostring(redis.call('HINCRBY', KEYS[1], 'next_chunk', 1) - 1)
+    c.count = take
+  else
+    redis.call('ZREM', KEYS[3], id)
+  end
+  c.state, c.credit = 'running', tonumber(ARGV[10])
+  redis.call('HINCRBY', KEYS[1], 'units_claimed', c.count)
+  if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+    redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[8])
+  end
 end
-if c.state ~= 'pending' then return {'gone'} end
-redis.call('ZREM', KEYS[9], member)
-local take = math.min(math.max(tonumber(ARGV[6]), 1), c.count)
-local rest_id, rest_first, rest_count = -1, 0, 0
-if take < c.count then
-  rest_id = redis.call('HINCRBY', KEYS[1], 'next_chunk', 1) - 1
-  rest_first, rest_count = c.first + take, c.count - take
-  redis.call('HSET', KEYS[2], rest_id, cjson.encode(
-    {first = rest_first, count = rest_count, state = 'pending', attempt = 0}))
-  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[9]), ARGV[1] .. ':' .. rest_id)
-  c.count = take
+c.holders = c.holders or {}
+c.holders[ARGV[6]] = {nonce = nonce, at = now}
+redis.call('HSET', KEYS[2], id, cjson.encode(c))
+local m = member(id, nonce)
+redis.call('ZADD', KEYS[9], tonumber(ARGV[9]), m)
+redis.call('SADD', KEYS[14], m)
+redis.call('ZREM', KEYS[16], ARGV[6])
+if ARGV[3] == 'copy' then
+  redis.call('ZADD', KEYS[13], 'LT', tonumber(ARGV[11]), id)
+else
+  redis.call('ZADD', KEYS[13], tonumber(ARGV[11]), id)
 end
-c.state, c.worker, c.started = 'running', ARGV[4], now
-redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-redis.call('ZADD', KEYS[8], tonumber(ARGV[7]), member)
-redis.call('HINCRBY', KEYS[1], 'units_claimed', take)
-if redis.call('HGET', KEYS[1], 'state') == 'queued' then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[5])
-end
-return {'run', c.first, c.count, c.attempt, rest_id, rest_first, rest_count}
+redis.call('RPUSH', KEYS[15], '{"t":"chunk","job":"' .. job_id .. '","chunk":' .. id .. ',"a":' .. fmt(nonce) ..
+  ',"first":' .. fmt(c.first) .. ',"count":' .. fmt(c.count) .. ',' .. redis.call('HGET', KEYS[1], 'spec') .. '}')
+return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 """
 )
 
-# ARGV: job, chunk, worker, now, first, count, blob ('' for none), result digest, then name/value
-# pairs of integer sums to add to the job. Returns {0} (duplicate, stale or quarantined: ignored),
-# {1} (counted), {2} (counted, and the job is now done) or {3} (kept, waiting for a copy to agree).
-COMPLETE = (
-    _FINISH
+# ARGV: job, chunk, nonce, worker, user, now, digest, blob ('' for none), check ('0'/'1'),
+#       display size of the chunk (samples, pixels), then name/value pairs of integer sums.
+# Extra KEYS: 14 hydra:held:<worker>  15 hydra:vouched:<user>
+# check = '1': this result must be confirmed by another volunteer (verify 2, or a spot check of
+# verify auto decided by the caller). Returns {0, why} (stale, duplicate, quarantined: ignored),
+# {1, at} (accepted), {2, at} (accepted and the job is done), {3, at} (kept, waiting for a copy to
+# agree), each with the time the assignment was made; after {1}/{2}, the volunteers who lost a
+# disagreement follow (quarantined now: the caller redoes what they vouched for).
+ACCEPT = (
+    _COMMON
     + """
-if not active() or redis.call('SISMEMBER', KEYS[11], ARGV[3]) == 1 then return {0} end
-if #ARGV[7] > 16777216 then return {0} end  -- no task makes a result this large
+local now = ARGV[6]
+local user, worker = ARGV[5], ARGV[4]
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
-if not raw then return {0} end
-local c = cjson.decode(raw)
-if c.first ~= tonumber(ARGV[5]) or c.count ~= tonumber(ARGV[6]) then return {0} end
-local member = ARGV[1] .. ':' .. ARGV[2]
-local now = tonumber(ARGV[4])
-local worker_prefix = string.sub(KEYS[11], 1, string.find(KEYS[11], ':')) .. 'worker:'
-local mode = redis.call('HGET', KEYS[1], 'verify') or '1'
-local need = 1
-if c.results then
-  need = c.need
-elseif mode == '2' then
-  need = 2
-elseif mode == 'auto' then
-  -- Check a fraction of each worker's chunks, smaller as its record of agreeing results grows.
-  local clean = tonumber(redis.call('HGET', worker_prefix .. ARGV[3], 'clean') or '0')
-  local p = math.max(0.05, 1 / (1 + clean / 10))
-  local salt = redis.call('HGET', KEYS[1], 'salt') or ''
-  local h = tonumber(string.sub(redis.sha1hex(salt .. ':' .. ARGV[2] .. ':' .. ARGV[3]), 1, 8), 16)
-  if h / 4294967296 < p then need = 2 end
+if not raw then
+  redis.call('SREM', KEYS[14], member(ARGV[2], ARGV[3]))
+  redis.call('ZREM', KEYS[9], member(ARGV[2], ARGV[3]))
+  return {0, 'no such chunk'}
 end
+local c = cjson.decode(raw)
+local h = (c.holders or {})[worker]
+if not h or fmt(h.nonce) ~= ARGV[3] then return {0, 'not assigned'} end
+local at = tostring(h.at)
+c.holders[worker] = nil
+redis.call('ZREM', KEYS[9], member(ARGV[2], ARGV[3]))
+redis.call('SREM', KEYS[14], member(ARGV[2], ARGV[3]))
+if not active() then return {0, 'job ended'} end
+if redis.call('SISMEMBER', KEYS[11], user) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+  return {0, 'quarantined'}
+end
+local need = c.need or 1
+if ARGV[9] == '1' and need < 2 then need = 2 end
+local losers = {}
 if need > 1 then
   c.results = c.results or {}
-  if c.results[ARGV[3]] then return {0} end
-  c.results[ARGV[3]] = ARGV[8]
-  local agree, losers = 0, {}
-  for w, d in pairs(c.results) do
-    if d == ARGV[8] then agree = agree + 1 else table.insert(losers, w) end
-  end
-  if agree < need then
-    -- Not yet confirmed: wait for a copy run by another worker (the caller enqueues its ticket).
-    c.state, c.need, c.worker, c.spec = 'verifying', need, nil, nil
+  c.results[user] = ARGV[7]
+  local tally = {}
+  for _, d in pairs(c.results) do tally[d] = (tally[d] or 0) + 1 end
+  if (tally[ARGV[7]] or 0) < need then
+    -- Not confirmed yet: wanted by another volunteer (a third one, after a disagreement).
+    c.need = need
+    if next(c.holders) == nil then
+      c.state = 'verifying'
+      redis.call('ZADD', KEYS[4], now, ARGV[2])
+      redis.call('ZREM', KEYS[13], ARGV[2])
+    end
     redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-    redis.call('ZREM', KEYS[8], member)
-    redis.call('ZADD', KEYS[9], now + 5, member)
-    return {3}
+    return {3, at}
   end
-  for w, d in pairs(c.results) do
-    if d == ARGV[8] then redis.call('HINCRBY', worker_prefix .. w, 'clean', 1) end
-  end
-  -- The minority cheated or broke: quarantine it and take back what it alone vouched for.
-  for _, loser in ipairs(losers) do
-    redis.call('SADD', KEYS[11], loser)
-    local entries = redis.call('HGETALL', KEYS[12])
-    for k = 1, #entries, 2 do
-      local e = cjson.decode(entries[k + 1])
-      if e.worker == loser then
-        for name, value in pairs(e.sums) do redis.call('HINCRBY', KEYS[1], 'sum:' .. name, -value) end
-        redis.call('HINCRBY', KEYS[1], 'units_done', -e.count)
-        redis.call('HINCRBY', KEYS[1], 'units_claimed', -e.count)
-        redis.call('HINCRBY', KEYS[4], loser, -e.count)
-        redis.call('HDEL', KEYS[5], entries[k])
-        redis.call('HDEL', KEYS[12], entries[k])
-        local id = redis.call('HINCRBY', KEYS[1], 'next_chunk', 1) - 1
-        local again = {first = e.first, count = e.count, state = 'pending', attempt = 0}
-        redis.call('HSET', KEYS[2], id, cjson.encode(again))
-        redis.call('ZADD', KEYS[9], now, ARGV[1] .. ':' .. id)
-      end
+  for u, d in pairs(c.results) do
+    if d == ARGV[7] then
+      redis.call('HINCRBY', 'hydra:volunteer:' .. u, 'clean', 1)
+      ledger('grant', u, c, d, now)
+    else
+      redis.call('SADD', KEYS[11], u)
+      redis.call('HSET', 'hydra:volunteer:' .. u, 'state', 'quarantined', 'reason',
+        'result of job ' .. job_id .. ' chunk ' .. ARGV[2] .. ' disagreed with ' .. need .. ' volunteers')
+      table.insert(losers, u)
     end
   end
+else
+  ledger('grant', user, c, ARGV[7], now)
 end
+drop_holders(ARGV[2], c)
 redis.call('HDEL', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[8], member)
-redis.call('ZREM', KEYS[9], member)
-if c.state == 'pending' then redis.call('HINCRBY', KEYS[1], 'units_claimed', c.count) end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[13], ARGV[2])
 local done = redis.call('HINCRBY', KEYS[1], 'units_done', c.count)
+local shown = redis.call('HINCRBY', KEYS[1], 'display_done', ARGV[10])
 local point = tostring(done)
-local sums = {}
-for i = 9, #ARGV, 2 do
+local sums = {'"display_done":' .. ARGV[10]}
+for i = 11, #ARGV, 2 do
   local total = redis.call('HINCRBY', KEYS[1], 'sum:' .. ARGV[i], ARGV[i + 1])
-  sums[ARGV[i]] = tonumber(ARGV[i + 1])
+  table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1])
   point = point .. ' ' .. total
 end
-if mode == 'auto' and need == 1 then
-  redis.call('HSET', KEYS[12], ARGV[2], cjson.encode({worker = ARGV[3], first = c.first, count = c.count, sums = sums}))
+if need == 1 and redis.call('HGET', KEYS[1], 'verify') == 'auto' then
+  -- Accepted on one volunteer's word: remembered, so it can be redone if that volunteer is caught.
+  redis.call('HSET', KEYS[15], job_id .. ':' .. ARGV[2], '{"first":' .. fmt(c.first) .. ',"count":' ..
+    fmt(c.count) .. ',"credit":' .. fmt(c.credit or 0) .. ',"digest":"' .. ARGV[7] .. '","sums":{' ..
+    table.concat(sums, ',') .. '}}')
+  redis.call('EXPIRE', KEYS[15], tonumber(redis.call('HGET', KEYS[1], 'result_ttl')))
 end
-redis.call('RPUSH', KEYS[6], point)
-redis.call('LTRIM', KEYS[6], -10000, -1)
-redis.call('HINCRBY', KEYS[4], ARGV[3], c.count)
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[7]) end
+redis.call('RPUSH', KEYS[7], point)
+redis.call('LTRIM', KEYS[7], -10000, -1)
+redis.call('HINCRBY', KEYS[5], user, c.count)
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[6], ARGV[2], ARGV[8]) end
+local outcome = 1
 if done >= tonumber(redis.call('HGET', KEYS[1], 'units_total')) then
-  finish('done', ARGV[4], '')
-  return {2}
+  finish('done', now, '')
+  outcome = 2
 end
-return {1}
+local reply = {outcome, at}
+for _, u in ipairs(losers) do table.insert(reply, u) end
+return reply
 """
 )
 
-# ARGV: job, chunk, now, reason, count_attempt (0/1), expected worker ('' for any), pending_grace
-# Puts a running chunk back to pending. Returns {0} when there is nothing to do, {1, first, count,
-# attempt} when the caller must enqueue a ticket, {2} when the chunk ran out of attempts and the
-# job failed.
+# ARGV: job, chunk, nonce, worker, now, reason, count_attempt ('0'/'1')
+# Extra KEYS: 14 hydra:held:<worker>
+# The worker lost its assignment (it died, was cut off, or its kernel raised). A chunk that
+# nobody else holds goes back to pending. Returns {0} (nothing to do), {1} (pending again),
+# {2} (out of attempts: the job failed), {3} (others still hold it, or it awaits a copy).
 REQUEUE = (
-    _FINISH
+    _COMMON
     + """
-local member = ARGV[1] .. ':' .. ARGV[2]
+local m = member(ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[9], m)
+redis.call('SREM', KEYS[14], m)
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
-if not raw or not active() then
-  redis.call('ZREM', KEYS[8], member)
-  return {0}
-end
+if not raw or not active() then return {0} end
 local c = cjson.decode(raw)
-if c.state ~= 'running' or (ARGV[6] ~= '' and c.worker ~= ARGV[6]) then return {0} end
-if ARGV[5] == '1' then c.attempt = c.attempt + 1 end
+local h = (c.holders or {})[ARGV[4]]
+if not h or fmt(h.nonce) ~= ARGV[3] then return {0} end
+c.holders[ARGV[4]] = nil
+if ARGV[7] == '1' then c.attempt = c.attempt + 1 end
 local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts'))
 if c.attempt >= max_attempts then
-  finish('failed', ARGV[3], 'chunk ' .. ARGV[2] .. ' failed ' .. c.attempt .. ' times: ' .. ARGV[4])
+  finish('failed', ARGV[5], 'chunk ' .. ARGV[2] .. ' failed ' .. c.attempt .. ' times: ' .. ARGV[6])
   return {2}
 end
-c.state, c.worker, c.spec, c.started = 'pending', nil, nil, nil
+if next(c.holders) ~= nil then
+  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+  return {3}
+end
+redis.call('ZREM', KEYS[13], ARGV[2])
+if c.results then
+  c.state = 'verifying'
+  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+  return {3}
+end
+c.state, c.holders = 'pending', nil
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-redis.call('ZREM', KEYS[8], member)
-redis.call('ZADD', KEYS[9], tonumber(ARGV[3]) + tonumber(ARGV[7]), member)
+redis.call('ZADD', KEYS[3], c.first, ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'units_claimed', -c.count)
 redis.call('HINCRBY', KEYS[1], 'requeued', 1)
-return {1, c.first, c.count, c.attempt}
+return {1}
 """
 )
 
 # ARGV: job, new state ('cancelled' or 'failed'), now, reason. Returns 1 if the job was active.
 END = (
-    _FINISH
+    _COMMON
     + """
 if not active() then return 0 end
 finish(ARGV[2], ARGV[3], ARGV[4])
+return 1
+"""
+)
+
+# ARGV: job, chunk key ("<job>:<chunk>" in the vouched hash), user, now
+# Extra KEYS: 14 hydra:vouched:<user>
+# Takes back one result a quarantined volunteer alone vouched for: subtracts its sums, makes its
+# range pending again (reopening the job if it had finished) and writes a ledger reversal.
+# Returns 1 if something was taken back.
+REDO = (
+    _COMMON
+    + """
+local raw = redis.call('HGET', KEYS[14], ARGV[2])
+redis.call('HDEL', KEYS[14], ARGV[2])
+if not raw or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'failed' or state == 'cancelled' then return 0 end
+local e = cjson.decode(raw)
+for name, value in pairs(e.sums) do
+  local field = name == 'display_done' and name or 'sum:' .. name
+  redis.call('HINCRBY', KEYS[1], field, -value)
+end
+redis.call('HINCRBY', KEYS[1], 'units_done', -e.count)
+redis.call('HINCRBY', KEYS[5], ARGV[3], -e.count)
+local chunk_id = string.sub(ARGV[2], #job_id + 2)
+redis.call('HDEL', KEYS[6], chunk_id)
+local id = tostring(redis.call('HINCRBY', KEYS[1], 'next_chunk', 1) - 1)
+redis.call('HSET', KEYS[2], id, cjson.encode({first = e.first, count = e.count, state = 'pending', attempt = 0}))
+redis.call('ZADD', KEYS[3], e.first, id)
+redis.call('HINCRBY', KEYS[1], 'units_claimed', -e.count)
+if state == 'done' then
+  for i = 1, 8 do redis.call('PERSIST', KEYS[i]) end
+  redis.call('HSET', KEYS[1], 'state', 'running')
+  redis.call('HDEL', KEYS[1], 'finished')
+  redis.call('ZADD', KEYS[10], redis.call('HGET', KEYS[1], 'created'), job_id)
+end
+ledger('reverse', ARGV[3], e, e.digest, ARGV[4])
 return 1
 """
 )
@@ -255,18 +327,26 @@ class Scripts:
     """The scripts registered once on a connection (huey's pattern): call them by name."""
 
     def __init__(self, redis: Redis) -> None:
-        self.claim: Script = redis.register_script(CLAIM)
-        self.complete: Script = redis.register_script(COMPLETE)
+        self.assign: Script = redis.register_script(ASSIGN)
+        self.accept: Script = redis.register_script(ACCEPT)
         self.requeue: Script = redis.register_script(REQUEUE)
         self.end: Script = redis.register_script(END)
+        self.redo: Script = redis.register_script(REDO)
 
 
-def script_keys(job_id: str, rq_queue_key: str) -> list[str]:
+def job_script_keys(job_id: str) -> list[str]:
     return [
-        *keys.job_keys(job_id),
+        keys.job(job_id),
+        keys.chunks(job_id),
+        keys.pending(job_id),
+        keys.wanted(job_id),
+        keys.job_workers(job_id),
+        keys.blobs(job_id),
+        keys.trace(job_id),
+        keys.data(job_id),
         keys.DEADLINES,
-        keys.PENDING,
-        rq_queue_key,
+        keys.ACTIVE,
         keys.QUARANTINE,
-        keys.unverified(job_id),
+        keys.LEDGER,
+        keys.running(job_id),
     ]

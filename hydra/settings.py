@@ -37,14 +37,9 @@ class Settings:
     # Submissions are refused while this many jobs are queued or running.
     max_active_jobs: int = 100
     monitor_interval: float = 0.25
-    # Benchmark-only: a worker runs at this fraction of its speed by sleeping for the rest.
-    throttle: float = 1.0
     device: str = "auto"
     # Accept any TLS certificate from Redis (development only; a warning is printed).
     tls_insecure: bool = False
-    # Test-only fault injection: "raise" makes every chunk raise; "cheat" or "cheat:0.1" corrupts
-    # all or a fraction of results. Empty in real use.
-    fault: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -63,8 +58,6 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        if not 0 < self.throttle <= 1:
-            raise InvalidInput(f"HYDRA_THROTTLE must be in (0, 1], got {self.throttle}")
         if self.chunk_seconds <= 0 or self.chunk_seconds > 3600:
             raise InvalidInput(f"chunk seconds must be in (0, 3600], got {self.chunk_seconds}")
         if self.heartbeat_ttl <= self.heartbeat_interval:

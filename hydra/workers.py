@@ -1,7 +1,14 @@
-"""Reading the worker list: who is connected, how fast, and what each one runs."""
+"""Reading the worker list for people: a bounded summary for the page, and pages of the full list.
+
+The summary has the same size with ten workers or a hundred thousand: counts by task, device and
+zone (kept as running totals by the monitor), the slowest and the newest few workers. The full
+list is read a page at a time (``offset``/``limit``), newest first. Host names are the operator's
+to see (CLI); the page shows worker names, devices, zones and speeds only.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,37 +16,86 @@ from redis import Redis
 
 from hydra import keys
 
+SHOWN = 8
 
-def worker_list(redis: Redis) -> list[dict[str, Any]]:
-    """Every worker seen in the last day, live ones first; ``state`` is ``alive`` or ``gone``."""
-    names = [n.decode() for n in redis.zrevrange(keys.WORKERS, 0, -1)]
+
+def _describe(redis: Redis, names: list[str], *, private: bool = False) -> list[dict[str, Any]]:
     if not names:
         return []
     pipe = redis.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(keys.worker(name))
-        pipe.exists(keys.worker_alive(name))
+        pipe.zscore(keys.LIVE, name)
     replies = pipe.execute()
     now = time.time()
     out = []
     for i, name in enumerate(names):
-        info = {k.decode(): v.decode() for k, v in replies[2 * i].items()}
+        info = {k.decode(): v.decode(errors="replace") for k, v in replies[2 * i].items()}
         if not info:
             continue
-        last_seen = float(info.get("last_seen", 0))
-        out.append(
-            {
-                "name": name,
-                "host": info.get("host", "?"),
-                "device": info.get("device", "cpu"),
-                "pid": int(info.get("pid", 0)),
-                "state": "alive" if replies[2 * i + 1] else "gone",
-                "current": info.get("current", ""),
-                "chunks": int(info.get("chunks", 0)),
-                "rates": {k[5:]: float(v) for k, v in info.items() if k.startswith("rate:")},
-                "last_seen": last_seen,
-                "seen_ago": max(0.0, now - last_seen),
-            }
-        )
-    out.sort(key=lambda w: (w["state"] != "alive", w["name"]))
+        try:
+            tasks = json.loads(info.get("tasks", "{}"))
+        except ValueError:
+            tasks = {}
+        last_seen = _float(info.get("last_seen"))
+        row: dict[str, Any] = {
+            "name": name,
+            "volunteer": info.get("user", keys.split_worker(name)[0]),
+            "device": info.get("device", "cpu"),
+            "zone": info.get("zone", ""),
+            "state": "alive" if replies[2 * i + 1] is not None else "gone",
+            "tasks": tasks if isinstance(tasks, dict) else {},
+            "chunks": int(_float(info.get("chunks"))),
+            "rates": {k[5:]: _float(v) for k, v in info.items() if k.startswith("rate:")},
+            "last_seen": last_seen,
+            "seen_ago": max(0.0, now - last_seen),
+        }
+        if private:
+            row["host"] = info.get("host", "?")
+            row["pid"] = int(_float(info.get("pid")))
+            if row["state"] == "gone":
+                row["gone_reason"] = info.get("gone_reason", "")
+        out.append(row)
     return out
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def worker_summary(redis: Redis) -> dict[str, Any]:
+    """Counts, the slowest and the newest workers: bounded whatever the number of workers."""
+    counts = {k.decode(): v.decode() for k, v in redis.hgetall(keys.COUNTS).items()}
+    grouped: dict[str, dict[str, int]] = {"task": {}, "device": {}, "zone": {}}
+    for field, value in counts.items():
+        kind, _, name = field.partition(":")
+        if kind in grouped and int(_float(value)) > 0:
+            grouped[kind][name] = int(_float(value))
+    slowest: list[str] = []
+    for task in sorted(grouped["task"])[:8]:
+        slowest += [n.decode() for n in redis.zrange(keys.rates(task), 0, 1)]
+    newest = [n.decode() for n in redis.zrevrange(keys.LIVE, 0, SHOWN - 1)]
+    return {
+        "count": int(redis.zcard(keys.LIVE)),
+        "idle": int(redis.zcard(keys.IDLE)),
+        "by_task": grouped["task"],
+        "by_device": grouped["device"],
+        "by_zone": grouped["zone"],
+        "slowest": _describe(redis, list(dict.fromkeys(slowest))[:SHOWN]),
+        "newest": _describe(redis, newest),
+    }
+
+
+def worker_page(redis: Redis, offset: int = 0, limit: int = 50, *, private: bool = False) -> dict[str, Any]:
+    """One page of the live workers, newest first."""
+    offset, limit = max(0, int(offset)), min(max(1, int(limit)), 500)
+    names = [n.decode() for n in redis.zrevrange(keys.LIVE, offset, offset + limit - 1)]
+    return {"total": int(redis.zcard(keys.LIVE)), "offset": offset, "workers": _describe(redis, names, private=private)}
+
+
+def worker_list(redis: Redis, limit: int = 500) -> list[dict[str, Any]]:
+    """The live workers with their hosts, for the operator's CLI (``hydra workers``)."""
+    return worker_page(redis, 0, limit, private=True)["workers"]

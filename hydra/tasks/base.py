@@ -33,6 +33,8 @@ class ChunkResult:
 
 class Task(ABC):
     name: ClassVar[str]
+    # A worker runs a chunk only with exactly this version of the task (bump it whenever results change).
+    version: ClassVar[str] = "1"
     # What the progress bar counts, and how many of them one unit holds.
     display_unit: ClassVar[str]
     # Names of the integer sums a chunk adds to the job (``sum:<name>`` in the job record).
@@ -44,6 +46,10 @@ class Task(ABC):
 
     @abstractmethod
     def plan(self, params: dict[str, Any]) -> Plan: ...
+
+    def units_total(self, params: dict[str, Any]) -> int:
+        """How many units a job with these parameters has (cheap: workers check ranges with it)."""
+        return self.plan(params).units_total
 
     @abstractmethod
     def work(self, params: dict[str, Any], data: bytes, first: int, count: int) -> float:
@@ -78,6 +84,20 @@ class Task(ABC):
         """Refuse results no honest worker produces (e.g. a blob larger than the task allows)."""
         if result.blob:
             raise InvalidInput(f"{self.name} chunks carry no blob")
+
+    def max_blob_bytes(self, params: dict[str, Any], count: int) -> int:
+        """The largest result blob an honest worker sends for ``count`` units (0: no blob)."""
+        return 0
+
+    def check_blob(self, params: dict[str, Any], first: int, count: int, blob: bytes) -> None:
+        """Refuse a blob that is not the result of units [first, first + count); runs on the trusted
+        side, so any decoding must be bounded. Tasks without blobs accept only an empty one."""
+        if blob:
+            raise InvalidInput(f"{self.name} chunks carry no blob")
+
+    def chunk_memory(self, params: dict[str, Any], count: int) -> int:
+        """Bytes a worker needs to run ``count`` units; a worker refuses chunks over its cap."""
+        return 0
 
     @abstractmethod
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:

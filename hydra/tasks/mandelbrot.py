@@ -78,6 +78,9 @@ class MandelbrotTask(Task):
         prefix = np.concatenate([[0.0], np.cumsum(costs)])
         return Plan(units_total=p["height"], data=prefix.astype("<f8").tobytes())
 
+    def units_total(self, params: dict[str, Any]) -> int:
+        return params["height"]
+
     @staticmethod
     def _prefix(data: bytes) -> np.ndarray:
         return np.frombuffer(data, dtype="<f8")
@@ -121,12 +124,24 @@ class MandelbrotTask(Task):
             return stripe_event(job_id, params, first, result.array)
         return stripe_event(job_id, params, *decode_stripe(params, result.blob))
 
-    def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
+    def max_blob_bytes(self, params: dict[str, Any], count: int) -> int:
         raw = count * params["width"] * np.dtype(count_dtype(params["max_iter"])).itemsize
-        if len(result.blob) > raw + raw // 100 + 64 + struct.calcsize(_HEADER):
-            raise ValueError("stripe result larger than its pixels allow")
-        if not 0 <= result.sums.get("iterations", -1) <= count * params["width"] * params["max_iter"]:
-            raise ValueError("iteration count out of range")
+        return raw + raw // 100 + 64 + struct.calcsize(_HEADER)
+
+    def check_blob(self, params: dict[str, Any], first: int, count: int, blob: bytes) -> None:
+        row, rows = decode_stripe(params, blob)[0], struct.unpack_from(_HEADER, blob)[1]
+        if (row, rows) != (first, count):
+            raise InvalidInput("stripe blob is for other rows")
+
+    def chunk_memory(self, params: dict[str, Any], count: int) -> int:
+        return 3 * count * params["width"] * np.dtype(count_dtype(params["max_iter"])).itemsize
+
+    def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
+        if len(result.blob) > self.max_blob_bytes(params, count):
+            raise InvalidInput("stripe result larger than its pixels allow")
+        iterations = result.sums.get("iterations", -1)
+        if type(iterations) is not int or not 0 <= iterations <= count * params["width"] * params["max_iter"]:
+            raise InvalidInput("iteration count out of range")
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         p = record["params"]
@@ -142,7 +157,23 @@ class MandelbrotTask(Task):
 
 
 def decode_stripe(params: dict[str, Any], blob: bytes) -> tuple[int, np.ndarray]:
-    """First row and (rows, width) count array of one stripe's blob."""
+    """First row and (rows, width) count array of one stripe's blob.
+
+    Decompression is bounded by the size the stripe's header allows (and the header by the image),
+    so a hostile blob cannot inflate into gigabytes; anything inconsistent raises InvalidInput.
+    """
+    if len(blob) < struct.calcsize(_HEADER):
+        raise InvalidInput("stripe blob too short")
     first, count = struct.unpack_from(_HEADER, blob)
-    raw = zlib.decompress(blob[struct.calcsize(_HEADER) :])
-    return first, np.frombuffer(raw, dtype=count_dtype(params["max_iter"])).reshape(count, params["width"])
+    if count < 1 or first + count > params["height"]:
+        raise InvalidInput("stripe header outside the image")
+    dtype = np.dtype(count_dtype(params["max_iter"]))
+    size = count * params["width"] * dtype.itemsize
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(blob[struct.calcsize(_HEADER) :], size)
+    except zlib.error as exc:
+        raise InvalidInput(f"stripe blob is not zlib data ({exc})") from None
+    if len(raw) != size or inflater.unconsumed_tail:
+        raise InvalidInput("stripe blob does not hold its rows")
+    return first, np.frombuffer(raw, dtype=dtype).reshape(count, params["width"])

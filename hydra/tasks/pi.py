@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import InvalidInput
 from hydra.kernels import pi as kernel
 from hydra.tasks.base import ChunkResult, Plan, Task, parse_count
 
@@ -61,12 +62,14 @@ class PiTask(Task):
 
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         super().check_result(params, count, result)
-        if not 0 <= result.sums.get("inside", -1) <= count * kernel.BLOCK:
-            raise ValueError("inside count out of range")
+        inside = result.sums.get("inside", -1)
+        if type(inside) is not int or not 0 <= inside <= count * kernel.BLOCK:
+            raise InvalidInput("inside count out of range")
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         params = record["params"]
-        n = min(int(record["units_done"]) * kernel.BLOCK, params["samples"])
+        # Samples actually counted (the last block may be short, and may finish first).
+        n = int(record.get("display_done", min(int(record["units_done"]) * kernel.BLOCK, params["samples"])))
         inside = int(record.get("sum:inside", 0))
         p = inside / n if n else 0.0
         return {

@@ -1,0 +1,450 @@
+"""Collection: the trusted side reads what volunteers send, checks it, and alone changes job state.
+
+Each volunteer pushes messages to its own outbox (``hydra:v:<user>:outbox``); its identity is the
+ACL user that owns that key, never a name inside a message. :meth:`Collector.drain` pops and
+handles them: ``hello`` (a worker joins: its heartbeat key is created, it is welcomed and given
+work), ``result`` (checked against the assignment it quotes and the task's own bounds, then
+accepted exactly once by the ACCEPT script), ``error`` (the kernel raised: the chunk goes back,
+counting one attempt) and ``bye``.
+
+Everything a volunteer sends is hostile until checked. A message that is malformed, too large,
+quotes a chunk its worker was not given, or carries impossible sums is refused and recorded
+(``hydra:errors``); a volunteer that floods its outbox, sends a message larger than any result
+can be, or keeps sending refused messages is cut off on its own: its ACL user is disabled, its
+connections closed, its work requeued and the reason kept in ``hydra:cutoff``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import redis as redis_lib
+from redis import Redis
+
+from hydra import keys
+from hydra.dispatch import Dispatcher
+from hydra.errors import InvalidInput
+from hydra.events import Events
+from hydra.scripts import Scripts, job_script_keys
+from hydra.settings import Settings
+from hydra.tasks.base import ChunkResult
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+JOB_ID = re.compile(r"[0-9a-f]{12}")
+# No honest message is larger than the largest result blob (a 4 Mpixel stripe) plus its header.
+MAX_MESSAGE = 20 * 1024 * 1024
+MAX_HEADER = 64 * 1024
+# An outbox this long is not a worker talking, it is a flood.
+MAX_OUTBOX = 1000
+# This many refused messages within STRIKE_WINDOW seconds cut a volunteer off.
+MAX_STRIKES = 20
+STRIKE_WINDOW = 10.0
+BATCH = 100
+RATE_HALF_LIFE = 4.0
+WORKER_RECORD_TTL = 24 * 3600
+
+
+def record_error(redis: Redis, message: str) -> None:
+    log.warning("%s", message)
+    with contextlib.suppress(redis_lib.RedisError):
+        pipe = redis.pipeline()
+        pipe.lpush(keys.ERRORS, f"{time.time():.3f} {message}"[:2000])
+        pipe.ltrim(keys.ERRORS, 0, keys.ERRORS_KEPT - 1)
+        pipe.execute()
+
+
+def digest(sums: dict[str, int], names: tuple[str, ...], blob: bytes) -> str:
+    """What two volunteers' results of the same chunk must share: a hash of the sums and the blob."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(f"{name}={sums[name]};".encode())
+    h.update(blob)
+    return h.hexdigest()[:32]
+
+
+class Refused(Exception):
+    """A message that is not acceptable; the reason is recorded and counts as a strike."""
+
+
+class Collector:
+    def __init__(
+        self, redis: Redis, settings: Settings, dispatcher: Dispatcher | None = None, events: Events | None = None
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = Scripts(redis)
+        self.dispatcher = dispatcher or Dispatcher(redis, settings, self.scripts)
+        self.events = events or Events(None)
+        self._strikes: dict[str, list[float]] = {}
+
+    # -- reading outboxes ---------------------------------------------------------------------------
+    def drain(self, user: str) -> int:
+        """Handle everything waiting in the volunteer's outbox; returns how many messages."""
+        if not _plausible_user(user):
+            return 0
+        box = keys.outbox(user)
+        handled = 0
+        if self.redis.llen(box) > MAX_OUTBOX:
+            self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
+            return 0
+        while True:
+            batch = self.redis.lpop(box, BATCH)
+            if not batch:
+                return handled
+            for raw in batch:
+                handled += 1
+                if self.handle(user, raw) == "cut off":
+                    return handled
+
+    def handle(self, user: str, raw: bytes) -> str:
+        """One message from ``user``. Never raises: a bad message is refused and recorded."""
+        if len(raw) > MAX_MESSAGE:
+            self.cut_off(user, f"sent a message of {len(raw)} bytes (limit {MAX_MESSAGE})")
+            return "cut off"
+        try:
+            header, _, blob = raw.partition(b"\n")
+            if len(header) > MAX_HEADER:
+                raise Refused("message header too large")
+            try:
+                message = json.loads(header)
+            except ValueError:
+                raise Refused("message is not JSON") from None
+            if not isinstance(message, dict):
+                raise Refused("message is not a JSON object")
+            wid = message.get("w")
+            if not isinstance(wid, str) or not WORKER_ID.fullmatch(wid):
+                raise Refused("bad worker id")
+            kind = message.get("t")
+            if kind == "hello":
+                return self.hello(user, wid, message)
+            if kind == "result":
+                return self.result(user, wid, message, blob)
+            if kind == "error":
+                return self.error(user, wid, message)
+            if kind == "bye":
+                self.gone(keys.worker_name(user, wid), "left", count_attempt=False)
+                return "bye"
+            raise Refused(f"unknown message kind {str(kind)[:20]!r}")
+        except Refused as exc:
+            return self.strike(user, str(exc))
+        except Exception as exc:  # whatever a hostile message does, the trusted side goes on
+            log.exception("collector: message from %s crashed its handler", user)
+            return self.strike(user, f"message could not be handled ({type(exc).__name__})")
+
+    def strike(self, user: str, reason: str) -> str:
+        record_error(self.redis, f"refused a message from volunteer {user}: {reason}")
+        now = time.monotonic()
+        recent = [t for t in self._strikes.get(user, []) if now - t < STRIKE_WINDOW] + [now]
+        self._strikes[user] = recent
+        if len(recent) >= MAX_STRIKES:
+            self.cut_off(user, f"{len(recent)} refused messages in {STRIKE_WINDOW:.0f} s (last: {reason})")
+            return "cut off"
+        return "refused"
+
+    # -- hello and goodbye --------------------------------------------------------------------------
+    def hello(self, user: str, wid: str, message: dict[str, Any]) -> str:
+        name = keys.worker_name(user, wid)
+        tasks = message.get("tasks")
+        if (
+            not isinstance(tasks, dict)
+            or len(tasks) > 64
+            or not all(
+                isinstance(k, str) and isinstance(v, str) and len(k) < 64 and len(v) < 64 for k, v in tasks.items()
+            )
+        ):
+            raise Refused("hello: tasks must map task names to versions")
+        device = message.get("device") if message.get("device") in ("cpu", "cuda") else "cpu"
+        zone = str(message.get("zone") or "")[:32]
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", zone):
+            raise Refused("hello: bad zone")
+        host = re.sub(r"[^A-Za-z0-9._-]", "?", str(message.get("host", "?")))[:64]
+        if self.redis.sismember(keys.QUARANTINE, user):
+            self.redis.rpush(
+                keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "this volunteer is quarantined"})
+            )
+            return "quarantined"
+        if self.redis.zscore(keys.LIVE, name) is not None:
+            self.gone(name, "said hello again", count_attempt=False)
+        now = time.time()
+        prior = self.redis.hgetall(keys.volunteer(user))
+        pipe = self.redis.pipeline()
+        record = {
+            "user": user,
+            "wid": wid,
+            "host": host,
+            "device": device,
+            "zone": zone,
+            "tasks": json.dumps(tasks, sort_keys=True),
+            "pid": int(message["pid"]) if type(message.get("pid")) is int else 0,
+            "joined": now,
+            "last_seen": now,
+            "chunks": 0,
+        }
+        pipe.delete(keys.worker(name), keys.inbox(user, wid), keys.held(name))
+        pipe.hset(keys.worker(name), mapping=record)
+        for field, value in prior.items():  # the volunteer's last measured speeds: no probe again
+            if field.startswith(b"rate:"):
+                pipe.hset(keys.worker(name), field, value)
+        pipe.expire(keys.worker(name), WORKER_RECORD_TTL)
+        pipe.set(keys.alive(user, wid), 1, px=int(self.settings.heartbeat_ttl * 1000))
+        pipe.zadd(keys.LIVE, {name: now})
+        pipe.sadd(keys.user_workers(user), name)
+        pipe.hincrby(keys.COUNTS, f"device:{device}", 1)
+        pipe.hincrby(keys.COUNTS, f"zone:{zone or '?'}", 1)
+        for task in tasks:
+            pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
+        welcome = {"t": "welcome", "worker": name, "heartbeat": self.heartbeat_interval()}
+        pipe.rpush(keys.inbox(user, wid), json.dumps(welcome))
+        pipe.execute()
+        for field, value in prior.items():
+            if field.startswith(b"rate:"):
+                self._add_cluster_rate(field.decode()[5:], name, float(value))
+        self.dispatcher.fill(name)
+        return "hello"
+
+    def heartbeat_interval(self) -> float:
+        """Seconds between heartbeats: 1 s, longer past 20,000 workers so heartbeats stay near 20,000/s."""
+        live = int(self.redis.zcard(keys.LIVE))
+        return max(self.settings.heartbeat_interval, live / 20000)
+
+    def gone(self, name: str, reason: str, *, count_attempt: bool = True) -> int:
+        """The worker is gone (heartbeat expired, left, cut off): what it held goes back. Returns how many."""
+        user, wid = keys.split_worker(name)
+        info = self.redis.hgetall(keys.worker(name))
+        if self.redis.zrem(keys.LIVE, name) and info:
+            pipe = self.redis.pipeline()
+            pipe.hincrby(keys.COUNTS, f"device:{info.get(b'device', b'cpu').decode()}", -1)
+            pipe.hincrby(keys.COUNTS, f"zone:{info.get(b'zone', b'').decode() or '?'}", -1)
+            with contextlib.suppress(ValueError):
+                for task in json.loads(info.get(b"tasks", b"{}")):
+                    pipe.hincrby(keys.COUNTS, f"task:{task}", -1)
+            for field, value in info.items():
+                if field.startswith(b"rate:"):
+                    pipe.hincrbyfloat(keys.COUNTS, field.decode(), -float(value))
+                    pipe.zrem(keys.rates(field.decode()[5:]), name)
+            pipe.execute()
+        requeued = 0
+        for member in self.redis.smembers(keys.held(name)):
+            try:
+                job_id, chunk_id, nonce = keys.parse_assignment(member.decode())
+            except ValueError:
+                continue
+            reply = self.scripts.requeue(
+                keys=[*job_script_keys(job_id), keys.held(name)],
+                args=[job_id, chunk_id, nonce, name, time.time(), f"worker {name} {reason}", int(count_attempt)],
+            )
+            requeued += int(reply[0]) in (1, 3)
+            if int(reply[0]) == 2:
+                self.events.job_progress(self.redis, job_id, force=True)
+        pipe = self.redis.pipeline()
+        pipe.zrem(keys.IDLE, name)
+        pipe.srem(keys.user_workers(user), name)
+        pipe.delete(keys.alive(user, wid), keys.inbox(user, wid), keys.held(name))
+        pipe.hset(keys.worker(name), mapping={"gone": time.time(), "gone_reason": reason})
+        pipe.execute()
+        if requeued:
+            log.info("worker %s %s: %d chunk(s) requeued", name, reason, requeued)
+            self.dispatcher.serve_idle()
+        return requeued
+
+    # -- results ------------------------------------------------------------------------------------
+    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
+        job_id, chunk_id, nonce = message.get("job"), message.get("chunk"), message.get("a")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            raise Refused("bad job id")
+        if type(chunk_id) is not int or type(nonce) is not int or chunk_id < 0 or nonce < 0:
+            raise Refused("bad chunk or assignment number")
+        if not self.redis.sismember(keys.held(name), keys.assignment(job_id, chunk_id, nonce)):
+            raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
+        raw = self.redis.hget(keys.chunks(job_id), chunk_id)
+        if raw is None:
+            raise Refused("no such chunk")
+        return job_id, str(chunk_id), nonce, json.loads(raw)
+
+    def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes) -> str:
+        name = keys.worker_name(user, wid)
+        try:
+            job_id, chunk_id, nonce, chunk = self._assignment(name, message)
+        except Refused as exc:
+            if "stale" in str(exc) or "no such chunk" in str(exc):
+                # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
+                # unless it repeats (the strike window counts it).
+                return self.strike(user, str(exc)) if self._stale_flood(user) else "stale"
+            raise
+        spec = self.dispatcher.spec(job_id)
+        if spec is None:
+            raise Refused(f"job {job_id} cannot be read here")
+        task, first, count = spec.task, int(chunk["first"]), int(chunk["count"])
+        sums = message.get("sums")
+        try:
+            if not isinstance(sums, dict) or set(sums) != set(task.sums):
+                raise InvalidInput(f"sums must be exactly {list(task.sums)}")
+            if any(type(v) is not int or abs(v) >= 2**63 for v in sums.values()):
+                raise InvalidInput("sums must be 64-bit integers")
+            if len(blob) > task.max_blob_bytes(spec.params, count):
+                raise InvalidInput(f"result blob of {len(blob)} bytes is over the chunk's bound")
+            result = ChunkResult(sums=dict(sums), blob=blob)
+            task.check_result(spec.params, count, result)
+            task.check_blob(spec.params, first, count, blob)
+        except (InvalidInput, ValueError) as exc:
+            self._requeue(job_id, chunk_id, nonce, name, f"result refused: {exc}", count_attempt=True)
+            self.dispatcher.fill(name)
+            return self.strike(user, f"job {job_id} chunk {chunk_id}: {exc}")
+        now = time.time()
+        check = self._needs_check(job_id, chunk_id, user)
+        args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
+        args += [int(check), task.display_size(spec.params, first, count)]
+        for sum_name in task.sums:
+            args += [sum_name, sums[sum_name]]
+        reply = self.scripts.accept(keys=[*job_script_keys(job_id), keys.held(name), keys.vouched(user)], args=args)
+        outcome = int(reply[0])
+        if outcome:
+            self._learn_rate(name, task.name, task.work(spec.params, spec.data, first, count), float(reply[1]), now)
+            self.redis.hincrby(
+                keys.COUNTS,
+                f"done:{task.display_unit}",
+                task.display_size(spec.params, first, count) if outcome != 3 else 0,
+            )
+        for loser in (x.decode() for x in reply[2:]):
+            self.quarantined(loser)
+        if outcome in (1, 2) and blob and self.events.page_is_listening(self.redis):
+            with contextlib.suppress(Exception):
+                tile = task.announce(job_id, spec.params, result)
+                if tile:
+                    self.events.emit("tile", tile)
+        self.events.job_progress(self.redis, job_id, force=outcome == 2)
+        if outcome == 2:
+            self.dispatcher.forget_active()
+        self.dispatcher.fill(name)
+        if outcome == 3:
+            self.dispatcher.serve_idle()
+        return {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
+
+    def _stale_flood(self, user: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._strikes.get(f"stale:{user}", []) if now - t < STRIKE_WINDOW] + [now]
+        self._strikes[f"stale:{user}"] = recent
+        return len(recent) > 2 * MAX_STRIKES
+
+    def _needs_check(self, job_id: str, chunk_id: str, user: str) -> bool:
+        """Whether this result must be confirmed by another volunteer (decided here, unguessably)."""
+        mode, salt = self.redis.hmget(keys.job(job_id), "verify", "salt")
+        if mode == b"2":
+            return True
+        if mode != b"auto":
+            return False
+        clean = int(self.redis.hget(keys.volunteer(user), "clean") or 0)
+        p = max(0.05, 1 / (1 + clean / 10))
+        h = hmac.new(salt or b"", f"{job_id}:{chunk_id}:{user}".encode(), hashlib.sha256).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < p
+
+    def _learn_rate(self, name: str, task: str, work: float, assigned_at: float, now: float) -> None:
+        """Speed as the trusted side sees it: work over the time since the worker could start it.
+
+        A worker starts a chunk when it was assigned or when its previous result arrived, whichever
+        is later; nothing the worker reports is used, so no volunteer can claim to be faster.
+        """
+        info = self.redis.hmget(keys.worker(name), "last_result", f"rd:{task}", f"rs:{task}", f"rate:{task}")
+        busy_since = max(assigned_at, float(info[0] or 0))
+        seconds = max(now - busy_since, 1e-3)
+        done, spent = float(info[1] or 0), float(info[2] or 0)
+        if not spent and info[3]:
+            done, spent = float(info[3]), 1.0
+        fade = 0.5 ** (seconds / RATE_HALF_LIFE)
+        done, spent = done * fade + work, spent * fade + seconds
+        rate = done / spent
+        user, _ = keys.split_worker(name)
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            keys.worker(name),
+            mapping={
+                "last_result": now,
+                "last_seen": now,
+                f"rd:{task}": done,
+                f"rs:{task}": spent,
+                f"rate:{task}": rate,
+            },
+        )
+        pipe.hincrby(keys.worker(name), "chunks", 1)
+        pipe.hset(keys.volunteer(user), f"rate:{task}", rate)
+        pipe.execute()
+        self._add_cluster_rate(task, name, rate)
+
+    def _add_cluster_rate(self, task: str, name: str, rate: float) -> None:
+        old = self.redis.zscore(keys.rates(task), name) or 0.0
+        pipe = self.redis.pipeline()
+        pipe.zadd(keys.rates(task), {name: rate})
+        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", rate - old)
+        pipe.execute()
+
+    def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
+        name = keys.worker_name(user, wid)
+        job_id, chunk_id, nonce, _ = self._assignment(name, message)
+        reason = re.sub(r"[^\x20-\x7e]", "?", str(message.get("reason", "")))[:300]
+        record_error(self.redis, f"job {job_id} chunk {chunk_id} failed on {name}: {reason}")
+        self._requeue(job_id, chunk_id, nonce, name, reason, count_attempt=True)
+        self.dispatcher.fill(name)
+        return "error"
+
+    def _requeue(self, job_id: str, chunk_id: str, nonce: int, name: str, reason: str, *, count_attempt: bool) -> int:
+        reply = self.scripts.requeue(
+            keys=[*job_script_keys(job_id), keys.held(name)],
+            args=[job_id, chunk_id, nonce, name, time.time(), reason, int(count_attempt)],
+        )
+        outcome = int(reply[0])
+        if outcome == 2:
+            self.events.job_progress(self.redis, job_id, force=True)
+            self.dispatcher.forget_active()
+        elif outcome in (1, 3):
+            self.dispatcher.serve_idle()
+        return outcome
+
+    # -- sanctions ----------------------------------------------------------------------------------
+    def quarantined(self, user: str) -> int:
+        """A volunteer lost a disagreement: redo every result it alone vouched for, in every job,
+        and stop its workers. Safe to repeat (the monitor does, until nothing is left)."""
+        redone = 0
+        for entry in self.redis.hkeys(keys.vouched(user)):
+            job_id, _, _ = entry.decode().partition(":")
+            redone += int(
+                self.scripts.redo(
+                    keys=[*job_script_keys(job_id), keys.vouched(user)],
+                    args=[job_id, entry.decode(), user, f"{time.time():.6f}"],
+                )
+            )
+        for name in (n.decode() for n in self.redis.smembers(keys.user_workers(user))):
+            _, wid = keys.split_worker(name)
+            self.redis.rpush(keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "quarantined: a wrong result"}))
+            self.gone(name, "quarantined", count_attempt=False)
+        if redone:
+            record_error(self.redis, f"volunteer {user} quarantined: {redone} result(s) it alone vouched for redone")
+            self.dispatcher.forget_active()
+            self.dispatcher.serve_idle()
+        return redone
+
+    def cut_off(self, user: str, reason: str) -> None:
+        """Disable the volunteer's ACL user, close its connections, requeue its work, say why."""
+        record_error(self.redis, f"volunteer {user} cut off: {reason}")
+        self.redis.hset(keys.CUTOFF, user, f"{time.time():.0f} {reason}")
+        if user != "default":  # never lock the operator out of its own Redis
+            with contextlib.suppress(redis_lib.ResponseError):
+                self.redis.execute_command("ACL", "SETUSER", user, "off")
+            with contextlib.suppress(redis_lib.ResponseError):
+                self.redis.execute_command("CLIENT", "KILL", "USER", user)
+        for name in (n.decode() for n in self.redis.smembers(keys.user_workers(user))):
+            self.gone(name, "cut off", count_attempt=False)
+        self.redis.delete(keys.outbox(user))
+        self.events.emit("alert", {"volunteer": user, "reason": reason})
+
+
+def _plausible_user(user: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", user))

@@ -1,0 +1,289 @@
+"""Dispatch: the trusted side decides which worker runs which chunk, and how big it is.
+
+Every worker holds up to :data:`DEPTH` assignments (one running, one queued in its inbox), so it
+never waits for a round trip. Whenever a worker has room (it said hello, a result or error came
+in, new work appeared) :meth:`Dispatcher.fill` gives it work, in this order, from the oldest
+active job whose task and version the worker has:
+
+1. a chunk that *wants a copy* (``…:wanted``): a result awaiting confirmation by another
+   volunteer (``--verify``), or a chunk overdue on its holder. The ASSIGN script refuses a copy to a
+   worker of the same volunteer, so sybil workers of one account never confirm each other;
+2. the head of the job's *pending* chunks, split so that the worker's piece takes about the job's
+   chunk time at the worker's speed as measured here (never as reported by the worker), shrinking
+   near the end of the job (guided self-scheduling) so that workers of any speed finish together;
+   a worker with no measured speed gets a small probe;
+3. at the tail of a job, a copy of the running chunk whose holder is expected to finish last, when
+   this worker would finish it sooner.
+
+A worker that gets nothing waits in ``hydra:idle`` until work appears. All changes are made by the
+ASSIGN script with optimistic checks (the head chunk must still start where it did), so several
+dispatchers may run at once and any may die at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+
+from hydra import keys
+from hydra.scripts import Scripts, job_script_keys
+from hydra.settings import Settings
+from hydra.tasks import TASKS
+from hydra.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+DEPTH = 2
+MIN_CHUNK_SECONDS = 0.1
+# A tail copy must be expected to finish this much sooner than the chunk's holder to be worth it.
+SPECULATION_MARGIN = 0.5
+# Credit is fixed per chunk from the task's cost when the chunk is assigned (one credit per 10**9
+# units of a task's work unless the task says otherwise); the ledger counts milli-credits.
+DEFAULT_CREDIT_PER_WORK = 1e-9
+_CACHE_SECONDS = 0.2
+
+
+@dataclass
+class JobSpec:
+    job_id: str
+    task: Task
+    version: str
+    params: dict[str, Any]
+    data: bytes
+    units_total: int
+    chunk_seconds: float
+    chunking: str
+    speculate: bool
+    total_work: float
+
+
+@dataclass
+class WorkerView:
+    name: str
+    user: str
+    wid: str
+    tasks: dict[str, str]
+    rates: dict[str, float] = field(default_factory=dict)
+    zone: str = ""
+
+
+class Dispatcher:
+    def __init__(self, redis: Redis, settings: Settings, scripts: Scripts | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = scripts or Scripts(redis)
+        self._specs: dict[str, JobSpec | None] = {}
+        self._active: tuple[float, list[str]] = (0.0, [])
+        self._cluster_rates: dict[str, tuple[float, float]] = {}
+
+    # -- what there is to do ------------------------------------------------------------------------
+    def active_jobs(self) -> list[str]:
+        fetched, ids = self._active
+        if time.monotonic() - fetched > _CACHE_SECONDS:
+            ids = [j.decode() for j in self.redis.zrange(keys.ACTIVE, 0, 99)]
+            self._active = (time.monotonic(), ids)
+            for gone in set(self._specs) - set(ids):
+                del self._specs[gone]
+        return ids
+
+    def forget_active(self) -> None:
+        self._active = (0.0, [])
+
+    def spec(self, job_id: str) -> JobSpec | None:
+        if job_id in self._specs:
+            return self._specs[job_id]
+        spec = None
+        fields = self.redis.hmget(
+            keys.job(job_id), "task", "version", "params", "units_total", "chunk_seconds", "chunking", "speculate"
+        )
+        try:
+            task = TASKS[fields[0].decode()]
+            params = json.loads(fields[2])
+            data = self.redis.get(keys.data(job_id)) or b""
+            units_total = int(fields[3])
+            spec = JobSpec(
+                job_id=job_id,
+                task=task,
+                version=fields[1].decode(),
+                params=params,
+                data=data,
+                units_total=units_total,
+                chunk_seconds=float(fields[4]),
+                chunking=fields[5].decode(),
+                speculate=fields[6] != b"0",
+                total_work=task.work(params, data, 0, units_total),
+            )
+        except Exception as exc:  # a record this process cannot read: set aside, never fatal
+            log.warning("dispatch: job %s unreadable here (%s); skipped", job_id, exc)
+        self._specs[job_id] = spec
+        return spec
+
+    def worker_view(self, name: str) -> WorkerView | None:
+        info = self.redis.hgetall(keys.worker(name))
+        if not info:
+            return None
+        info = {k.decode(): v.decode() for k, v in info.items()}
+        user, wid = keys.split_worker(name)
+        try:
+            tasks = json.loads(info.get("tasks", "{}"))
+        except ValueError:
+            tasks = {}
+        rates = {k[5:]: float(v) for k, v in info.items() if k.startswith("rate:")}
+        return WorkerView(name, user, wid, tasks, rates, info.get("zone", ""))
+
+    # -- giving work --------------------------------------------------------------------------------
+    def fill(self, name: str, view: WorkerView | None = None) -> int:
+        """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none."""
+        view = view or self.worker_view(name)
+        if view is None or self.redis.sismember(keys.QUARANTINE, view.user):
+            return 0
+        if not self.redis.zscore(keys.LIVE, name):
+            return 0
+        held = int(self.redis.scard(keys.held(name)))
+        given = 0
+        while held + given < DEPTH:
+            if not self._assign_one(view, held + given):
+                break
+            given += 1
+        if held + given == 0:
+            self.redis.zadd(keys.IDLE, {name: time.time()}, nx=True)
+        return given
+
+    def serve_idle(self, limit: int = 1000) -> int:
+        """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted)."""
+        names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
+        served = 0
+        for name in names:
+            if not self.active_jobs():
+                break
+            got = self.fill(name)
+            served += bool(got)
+        return served
+
+    def _assign_one(self, view: WorkerView, position: int) -> bool:
+        for job_id in self.active_jobs():
+            spec = self.spec(job_id)
+            if spec is None or view.tasks.get(spec.task.name) != spec.version:
+                continue
+            if self._give_copy(view, spec, position, wanted=True):
+                return True
+            if self._give_pending(view, spec, position):
+                return True
+            if spec.speculate and self._give_copy(view, spec, position, wanted=False):
+                return True
+        return False
+
+    def _expected(self, view: WorkerView, spec: JobSpec, work: float) -> float:
+        rate = view.rates.get(spec.task.name)
+        return work / rate if rate else spec.chunk_seconds
+
+    def _deadline(self, now: float, expected: float, position: int) -> float:
+        # Queued behind `position` chunks of about the same length.
+        return now + self.settings.deadline_factor * expected * (position + 1) + self.settings.deadline_slack
+
+    def _assign(
+        self,
+        view: WorkerView,
+        spec: JobSpec,
+        chunk_id: str,
+        kind: str,
+        first: int,
+        take: int,
+        work: float,
+        position: int,
+    ) -> list[Any]:
+        now = time.time()
+        expected = self._expected(view, spec, work)
+        credit = round(work * getattr(spec.task, "credit_per_work", DEFAULT_CREDIT_PER_WORK) * 1000)
+        return self.scripts.assign(
+            keys=[*job_script_keys(spec.job_id), keys.held(view.name), keys.inbox(view.user, view.wid), keys.IDLE],
+            args=[
+                spec.job_id,
+                chunk_id,
+                kind,
+                first,
+                take,
+                view.name,
+                view.user,
+                now,
+                self._deadline(now, expected, position),
+                credit,
+                now + expected * (position + 1),
+            ],
+        )
+
+    def _give_pending(self, view: WorkerView, spec: JobSpec, position: int) -> bool:
+        for _ in range(3):  # another dispatcher may move the head between our read and our write
+            head = self.redis.zrange(keys.pending(spec.job_id), 0, 0, withscores=True)
+            if not head:
+                return False
+            chunk_id = head[0][0].decode()
+            raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
+            if raw is None:
+                continue
+            chunk = json.loads(raw)
+            first, count = int(chunk["first"]), int(chunk["count"])
+            take = self._take(view, spec, first, count)
+            work = spec.task.work(spec.params, spec.data, first, take)
+            reply = self._assign(view, spec, chunk_id, "new", first, take, work, position)
+            if reply[0] == b"ok":
+                return True
+            if reply[1] in (b"ended", b"quarantined"):
+                return False
+        return False
+
+    def _take(self, view: WorkerView, spec: JobSpec, first: int, count: int) -> int:
+        if spec.chunking == "fixed":
+            return count
+        task = spec.task
+        rate = view.rates.get(task.name)
+        if not rate:
+            return min(count, task.probe_units(spec.params))
+        claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
+        unclaimed = max(spec.units_total - claimed, count)
+        remaining_work = spec.total_work * unclaimed / max(spec.units_total, 1)
+        cluster = max(self.cluster_rate(task.name), rate)
+        seconds = min(spec.chunk_seconds, max(MIN_CHUNK_SECONDS, remaining_work / cluster / 2))
+        return task.units_for_work(spec.params, spec.data, first, count, rate * seconds)
+
+    def cluster_rate(self, task: str) -> float:
+        """Sum of the live workers' measured speeds for ``task`` (kept as a running total)."""
+        cached = self._cluster_rates.get(task)
+        if cached and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        total = float(self.redis.hget(keys.COUNTS, f"rate:{task}") or 0.0)
+        self._cluster_rates[task] = (time.monotonic(), total)
+        return total
+
+    def _give_copy(self, view: WorkerView, spec: JobSpec, position: int, *, wanted: bool) -> bool:
+        if wanted:
+            candidates = [c.decode() for c in self.redis.zrange(keys.wanted(spec.job_id), 0, 7)]
+        else:
+            if self.redis.zcard(keys.pending(spec.job_id)):
+                return False
+            last = self.redis.zrevrange(keys.running(spec.job_id), 0, 0, withscores=True)
+            if not last:
+                return False
+            candidates = [last[0][0].decode()]
+        for chunk_id in candidates:
+            raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
+            if raw is None:
+                self.redis.zrem(keys.wanted(spec.job_id), chunk_id)
+                continue
+            chunk = json.loads(raw)
+            work = spec.task.work(spec.params, spec.data, chunk["first"], chunk["count"])
+            if not wanted:
+                if not view.rates.get(spec.task.name):
+                    return False
+                ends = self.redis.zscore(keys.running(spec.job_id), chunk_id) or 0.0
+                if time.time() + self._expected(view, spec, work) * (position + 1) + SPECULATION_MARGIN >= ends:
+                    return False
+            reply = self._assign(view, spec, chunk_id, "copy", chunk["first"], chunk["count"], work, position)
+            if reply[0] == b"ok":
+                return True
+        return False
