@@ -95,9 +95,8 @@ def test_every_argument_has_help_and_defaults_are_shown():
 
 
 def test_placeholder_secrets_are_refused(redis_server):
-    example = dict(
-        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and line[0] != "#"
-    )
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
     assert set(example.values()) <= PLACEHOLDERS
     web = run_cli("--redis-url", redis_server.url, "web", env={"HYDRA_WEB_TOKEN": example["HYDRA_WEB_TOKEN"]})
     one_line(web, 2, "HYDRA_WEB_TOKEN is still the placeholder")
