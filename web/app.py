@@ -34,6 +34,7 @@ from hydra.settings import Settings
 from hydra.tasks import TASKS
 
 from .join import bp as join_bp
+from .pages import bp as pages_bp
 from .views import snapshot
 
 socketio = SocketIO()
@@ -55,6 +56,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     check_secrets(app.config["REDIS_URL"], app.config["WEB_TOKEN"])
     app.register_blueprint(bp)
     app.register_blueprint(join_bp)
+    app.register_blueprint(pages_bp)
     origins = [o for o in app.config["WEB_ORIGINS"].split(",") if o] or None
     queue = app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None
     socketio.init_app(app, message_queue=queue, channel=CHANNEL, async_mode="threading", cors_allowed_origins=origins)

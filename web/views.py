@@ -11,7 +11,7 @@ from hydra import keys
 from hydra.errors import NoSuchJob
 from hydra.kernels.pi import BLOCK
 from hydra.queue import list_jobs, read_job
-from hydra.workers import worker_list
+from hydra.workers import worker_summary
 
 TRACE_POINTS = 400
 
@@ -40,11 +40,17 @@ def pi_trace(redis: Redis, job_id: str) -> list[list[float]]:
     return points
 
 
+# Jobs in the snapshot: the newest; older ones are paged in by the page (/api/jobs).
+SNAPSHOT_JOBS = 20
+
+
 def snapshot(redis: Redis, *, read_only: bool) -> dict[str, Any]:
-    jobs = list_jobs(redis)
+    jobs = list_jobs(redis, SNAPSHOT_JOBS)
     return {
         "jobs": jobs,
-        "workers": worker_list(redis),
+        "jobs_total": int(redis.zcard(keys.JOBS)),
+        # The bounded summary (no host names: the page is public); the full list is paged (/api/workers).
+        "workers": worker_summary(redis),
         "traces": {j["job"]: pi_trace(redis, j["job"]) for j in jobs[:20] if j["task"] == "pi"},
         "read_only": read_only,
     }
