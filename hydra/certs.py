@@ -2,7 +2,9 @@
 
 Real deployments should use certificates from their own CA or a managed Redis. These are for
 ``hydra up --tls``, the tests and a first compose setup: the server certificate names
-``localhost``, ``127.0.0.1`` and ``redis`` (the compose service).
+``localhost``, ``127.0.0.1`` and ``redis`` (the compose service), plus the hosts given with
+``hydra certs --host`` (the names volunteers use to reach Redis). An existing CA is never
+overwritten unless asked (``--force``): volunteers already trust it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from hydra.errors import InvalidInput
 DAYS = 825
 
 
+def _plausible_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        labels = host.rstrip(".").split(".")
+        return all(0 < len(label) <= 63 and label.replace("-", "").isalnum() for label in labels) and len(host) < 254
+
+
 def _name(common: str) -> x509.Name:
     return x509.Name(
         [
@@ -37,8 +48,27 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.chmod(0o600)
 
 
-def make_certificates(out: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "redis")) -> dict[str, Path]:
-    """Write ca.pem, ca-key.pem, server.pem and server-key.pem into ``out``; return their paths."""
+DEFAULT_HOSTS = ("localhost", "127.0.0.1", "redis")
+
+
+def make_certificates(
+    out: Path, hosts: tuple[str, ...] | list[str] = DEFAULT_HOSTS, *, force: bool = False
+) -> dict[str, Path]:
+    """Write ca.pem, ca-key.pem, server.pem and server-key.pem into ``out``; return their paths.
+
+    The server certificate names every host in ``hosts`` (DNS names or IP addresses). Refuses
+    to replace an existing CA unless ``force``.
+    """
+    hosts = tuple(dict.fromkeys(h.strip() for h in hosts if h.strip()))
+    if not hosts:
+        raise InvalidInput("give at least one host name for the server certificate")
+    for host in hosts:
+        if not _plausible_host(host):
+            raise InvalidInput(f"not a host name or IP address: {host!r}")
+    if (out / "ca.pem").exists() and not force:
+        raise InvalidInput(
+            f"{out / 'ca.pem'} exists and volunteers may trust it: use another --out, or --force to replace it"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,6 +1,9 @@
 """The ``hydra`` command: submit jobs, watch them, run a local cluster, a monitor or the page.
 
-Every error a user can cause ends as one line on stderr and a non-zero exit code.
+Every error a user can cause ends as one line on stderr and a non-zero exit code:
+1 other errors (e.g. cancelling a job that has ended), 2 bad input, 3 no such job, 4 Redis
+unreachable, 5 job failed or cancelled, 6 job not finished yet (``hydra result`` on a running job,
+or ``--timeout`` reached: the job goes on), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,68 +37,129 @@ from hydra.cli_tasks import (
 from hydra.connection import check_reachable, connect, redact
 from hydra.credit_cli import add_parser as add_credit_parser
 from hydra.credit_cli import run as cmd_credit
-from hydra.errors import HydraError, InvalidInput
-from hydra.progress import ProgressBar, duration, human
+from hydra.datadir import UP_PORT, default_data_dir, read_state, remove_state, write_state
+from hydra.errors import HydraError, InvalidInput, JobNotFinished
+from hydra.progress import ProgressBar, duration, human, plural
 from hydra.queue import SubmitOptions, cancel, job_status, list_jobs, read_job, result_of, submit, wait_for_job
 from hydra.settings import Settings
 from hydra.tasks import get_task
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 class OneLineParser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="hydra", description="Volunteer computing on Redis and rq.")
-    parser.add_argument("--version", action="version", version=f"hydra {__version__}")
-    parser.add_argument("--redis-url", help="Redis of the deployment (default $HYDRA_REDIS_URL or local 6379)")
+def _add_global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """The options every command takes, before or after its name (``default``: SUPPRESS after it)."""
+    parser.add_argument(
+        "--redis-url",
+        default=default,
+        help="Redis of the deployment (else $HYDRA_REDIS_URL, $RQ_REDIS_URL, a running `hydra up`, "
+        "redis://127.0.0.1:6379/0)",
+    )
     parser.add_argument(
         "--tls-insecure",
         action="store_true",
-        default=None,
+        default=default,
         help="accept any TLS certificate from Redis (development only)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="where `hydra up` keeps Redis data and logs (else $HYDRA_DATA_DIR or ~/.local/share/hydra)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="hydra", description="Volunteer computing on Redis and rq.")
+    parser.add_argument("--version", action="version", version=f"hydra {__version__}")
+    _add_global_options(parser)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, argparse.SUPPRESS)
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser), common)
 
     sub = commands.add_parser("submit", help="submit a job and wait for its result")
-    add_task_parsers(sub, OneLineParser, _add_submit_options)
+    # Global options are accepted after the task's name too (hydra submit pi --redis-url …).
+    add_task_parsers(sub, OneLineParser, lambda p: (_add_submit_options(p), _add_global_options(p, argparse.SUPPRESS)))
     tasks = commands.add_parser("tasks", help="the tasks installed here (and the live workers that run each)")
-    tasks.add_argument("--json", action="store_true")
+    tasks.add_argument("--json", action="store_true", help="print JSON")
     tasks.add_argument("--offline", action="store_true", help="do not ask Redis which workers run each task")
 
     status = commands.add_parser("status", help="jobs and their progress (one job with JOB)")
-    status.add_argument("job", nargs="?")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("job", nargs="?", help="a job id (default: list every job)")
+    status.add_argument("--json", action="store_true", help="print JSON")
     result = commands.add_parser("result", help="the result of a finished job")
-    result.add_argument("job")
-    result.add_argument("--json", action="store_true")
+    result.add_argument("job", help="a job id")
+    result.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_output_options(result, all_outputs())
-    commands.add_parser("cancel", help="cancel a job").add_argument("job")
+    commands.add_parser("cancel", help="cancel a job").add_argument("job", help="a job id")
     commands.add_parser("workers", help="workers, their speed and what they run").add_argument(
-        "--json", action="store_true"
+        "--json", action="store_true", help="print JSON"
     )
     up = commands.add_parser("up", help="run a local cluster (Redis, monitor, workers, page) until Ctrl-C")
     up.add_argument("--workers", type=int, default=None, help="number of workers (default: one per core)")
+    up.add_argument("--port", type=int, default=UP_PORT, help="port of its Redis")
     up.add_argument("--web-port", type=int, default=5000, help="port of the page (0: no page)")
     up.add_argument("--tls", action="store_true", help="Redis speaks only TLS, with a generated local CA")
     certs = commands.add_parser("certs", help="make a development CA and server certificate")
     certs.add_argument("--out", required=True, help="folder for ca.pem, server.pem and their keys")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="a name or IP address volunteers reach Redis at; repeat for several "
+        "(default: localhost, 127.0.0.1 and redis)",
+    )
+    certs.add_argument("--force", action="store_true", help="replace an existing CA (volunteers must get the new one)")
     volunteer = commands.add_parser("volunteer", help="give or revoke a volunteer's own Redis credentials")
-    volunteer_commands = volunteer.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    volunteer_commands = _Commands(
+        volunteer.add_subparsers(dest="action", required=True, parser_class=OneLineParser), commands.common
+    )
     add = volunteer_commands.add_parser("add", help="create a volunteer's ACL user and print its URL")
-    add.add_argument("name")
+    add.add_argument("name", help="the volunteer's name (its Redis user)")
     add.add_argument("--public-host", help="host name volunteers reach Redis at (default: that of --redis-url)")
     add.add_argument("--rotate", action="store_true", help="give an existing volunteer a new password")
-    volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument("name")
+    volunteer_commands.add_parser("remove", help="revoke a volunteer and requeue its chunks").add_argument(
+        "name", help="the volunteer's name"
+    )
     volunteer_commands.add_parser("list", help="volunteers with credentials")
     commands.add_parser("monitor", help="requeue chunks of vanished workers (long-running)")
     add_credit_parser(commands)
     web = commands.add_parser("web", help="serve the live page")
-    web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=5000)
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    web.add_argument("--port", type=int, default=5000, help="port to listen on")
+    web.add_argument(
+        "--wheel-dir",
+        default=None,
+        help="folder holding the hydra_volunteer wheel the Join page serves (default: $HYDRA_WHEEL_DIR, "
+        "else built from this copy at start)",
+    )
     return parser
+
+
+class _Commands:
+    """A subparsers action whose parsers also take the global options (after the command's name)."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self.action, self.common = action, common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[self.common], **kwargs)
 
 
 def _add_submit_options(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +209,19 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return Settings.from_env(redis_url=args.redis_url, tls_insecure=args.tls_insecure, **overrides)
+    return Settings.from_env(redis_url=_redis_url(args), tls_insecure=args.tls_insecure, **overrides)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def _redis_url(args: argparse.Namespace) -> str | None:
+    """--redis-url, else the environment (read by Settings), else a running ``hydra up``."""
+    if args.redis_url or os.environ.get("HYDRA_REDIS_URL") or os.environ.get("RQ_REDIS_URL"):
+        return args.redis_url
+    state = read_state(_data_dir(args))
+    return state["url"] if state else None
 
 
 def _where(args: argparse.Namespace) -> tuple[str, bool]:
@@ -177,6 +254,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
     if args.chunk_units is not None and args.chunk_units < 1:
         raise InvalidInput(f"--chunk-units must be at least 1, got {args.chunk_units}")
+    if not args.local and (args.tls or args.workers is not None):
+        raise InvalidInput(f"{'--tls' if args.tls else '--workers'} needs --local (a private cluster for this job)")
     options = SubmitOptions.from_settings(
         settings, chunk_units=args.chunk_units, speculate=not args.no_speculate, verify=args.verify
     )
@@ -208,7 +287,7 @@ def _submit_and_wait(
         sys.stderr.write(f"hydra: warning: {warning}\n")
     job_id = submit(client, args.task, params, options)
     if args.detach:
-        print(job_id)
+        print(json.dumps({"job": job_id}) if args.json else job_id)
         return 0
     if not args.json:
         shown = ", ".join(f"{k} {v}" for k, v in params.items())
@@ -222,8 +301,10 @@ def _submit_and_wait(
         if not args.local:
             print(f"stopped waiting; job {job_id} goes on (hydra status {job_id})", file=sys.stderr)
         raise
-    except TimeoutError as exc:
-        raise HydraError(str(exc)) from None
+    except TimeoutError:
+        raise JobNotFinished(
+            f"gave up waiting after {args.timeout:g} s; job {job_id} goes on (hydra status {job_id})"
+        ) from None
     finally:
         if bar:
             bar.close()
@@ -238,7 +319,16 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _print_result(client: redis_lib.Redis, job_id: str, args: argparse.Namespace) -> int:
+    status = job_status(client, job_id)
+    if status["state"] in ("queued", "running"):
+        raise JobNotFinished(
+            f"job {job_id} is {status['state']} ({status['progress']:.1%}); its result comes when it ends "
+            f"(hydra status {job_id})"
+        )
     result = result_of(client, job_id)  # raises JobFailed for failed or cancelled jobs
+    if status.get("rate"):
+        # One definition of rate (hydra.progress): the summary says what the bar said.
+        result[f"{status['unit']}_per_second"] = status["rate"]
     paths = outputs_from_args(args)
     if paths:
         from hydra.outputs import write_job_outputs
@@ -284,7 +374,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"job {status['job']}  {status['task']}  {status['state']}  {status['progress']:.1%}  "
             f"{human(status['done'])}/{human(status['total'])} {status['unit']}  "
             f"{human(status['rate'])}/s  elapsed {duration(status['elapsed'])}  ETA {duration(status['eta'])}  "
-            f"workers {status['workers']}"
+            f"{plural(status['workers'], 'worker')}"
         )
         if status.get("error"):
             print(f"error: {status['error']}")
@@ -337,31 +427,41 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.workers is not None and not 1 <= args.workers <= 1024:
         raise InvalidInput(f"--workers must be between 1 and 1024, got {args.workers}")
-    with LocalCluster(args.workers, web_port=args.web_port or None, tls=args.tls) as cluster:
-        print(f"redis   {cluster.url}")
-        print(f"workers {cluster.n_workers} × rq worker hydra; monitor running")
-        if cluster.web_url:
-            print(f"page    {cluster.web_url}")
-        print(f"try:    hydra --redis-url {cluster.url} submit pi --samples 1e10   (Ctrl-C stops everything)")
-        sys.stdout.flush()
-        _wait_for_signal()
+    data_dir = _data_dir(args)
+    running = read_state(data_dir)
+    if running:
+        raise HydraError(f"hydra up is already running from {data_dir} (pid {running['pid']}, {running['url']})")
+    with LocalCluster(
+        args.workers, web_port=args.web_port or None, tls=args.tls, data_dir=data_dir, redis_port=args.port
+    ) as cluster:
+        write_state(data_dir, url=cluster.url, web_url=cluster.web_url, workers=cluster.n_workers)
+        try:
+            print(f"redis   {cluster.url}  (data in {data_dir})")
+            print(f"workers {cluster.n_workers} × rq worker hydra; monitor running")
+            if cluster.web_url:
+                print(f"page    {cluster.web_url}")
+            print("try:    hydra submit pi --samples 1e10   (finds this cluster by itself; Ctrl-C stops everything)")
+            sys.stdout.flush()
+            _wait_for_signal(cluster.restart_dead_workers)
+        finally:
+            remove_state(data_dir)
     return 0
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(every_second: Callable[[], object] = lambda: None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
-            pass
+            every_second()
     except KeyboardInterrupt:
         pass
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from hydra.certs import make_certificates
+    from hydra.certs import DEFAULT_HOSTS, make_certificates
 
-    paths = make_certificates(Path(args.out))
+    paths = make_certificates(Path(args.out), args.host or DEFAULT_HOSTS, force=args.force)
     print(f"wrote {paths['ca']} (give this CA to volunteers), {paths['cert']} and {paths['key']}")
     return 0
 
@@ -389,8 +489,10 @@ def cmd_volunteer(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from hydra.events import Events
     from hydra.monitor import Monitor
+    from hydra.secrets import check_secrets
 
     settings = _settings(args)
+    check_secrets(settings.redis_url)
     client = connect(settings.redis_url, tls_insecure=settings.tls_insecure)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -402,10 +504,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     try:
-        from web.server import serve
+        from hydra_web.server import serve
     except ImportError:
         raise HydraError("the web page is not installed with this copy of Hydra") from None
-    serve(_settings(args).redis_url, host=args.host, port=args.port)
+    serve(_settings(args).redis_url, host=args.host, port=args.port, wheel_dir=args.wheel_dir)
     return 0
 
 

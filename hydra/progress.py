@@ -1,4 +1,14 @@
-"""Progress display for a waiting CLI: a bar on a terminal, plain lines otherwise."""
+"""How far a job is, in one definition, and its display for a waiting CLI.
+
+Rate and ETA are defined here once and used by the CLI's bar, its summary, ``hydra status``,
+``hydra result`` and the page (which shows the ``rate`` and ``eta`` the server computed):
+
+* **rate** = units done / seconds since the job started running (its first chunk started;
+  before that, since it was submitted). A finished job's rate is its total / (finished - started).
+* **ETA** = units left / rate, only while the job is active and once it has done at least
+  ``ETA_MIN_PROGRESS`` of its work and run ``ETA_MIN_SECONDS``: before that the rate is dominated
+  by start-up (compiling kernels, the small first probe chunks) and an ETA would be wildly long.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,30 @@ def human(n: float) -> str:
         if abs(n) >= limit:
             return f"{n / limit:.3g}{suffix}"
     return f"{n:.3g}"
+
+
+ETA_MIN_PROGRESS = 0.02
+ETA_MIN_SECONDS = 1.0
+
+
+def rate(done: float, started: float | None, created: float, end: float) -> float:
+    """Units per second between the job's start (``started``, else ``created``) and ``end``."""
+    seconds = end - (started if started is not None else created)
+    return done / seconds if seconds > 0 and done > 0 else 0.0
+
+
+def eta(done: float, total: float, units_per_second: float, seconds: float, active: bool) -> float | None:
+    """Seconds left at ``units_per_second``; None when the job ended or it is too early to say."""
+    if not active or total <= 0 or units_per_second <= 0:
+        return None
+    if done / total < ETA_MIN_PROGRESS or seconds < ETA_MIN_SECONDS:
+        return None
+    return max(0.0, (total - done) / units_per_second)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 worker``, ``2 workers``, ``0 workers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def duration(seconds: float | None) -> str:

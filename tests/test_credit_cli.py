@@ -108,7 +108,7 @@ def test_exports_and_consistency_proofs(signed, client, tmp_path):
 
 
 def test_the_json_route_serves_the_leaderboard(signed, redis_server):
-    from web.app import create_app
+    from hydra_web.app import create_app
 
     app = create_app({"REDIS_URL": redis_server.url, "MESSAGE_QUEUE": False})
     body = app.test_client().get("/api/credit?top=1").get_json()

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from hydra.cli import main
 from hydra.connection import connect
 from hydra.local import RedisServer
+from hydra.queue import SubmitOptions, submit
+from hydra.settings import Settings
 from hydra.worker import Revoked, Volunteer
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
@@ -109,6 +111,37 @@ def test_worker_answers_every_chunk_message_once_and_survives_anything(shared_re
         assert answers == []
 
 
+# Messages a volunteer could push into its outbox. Every header is a JSON object with a valid
+# worker id, so each case gets past the parser into the collector's checks (hello, result, error).
+messages = st.fixed_dictionaries(
+    {"t": st.sampled_from(["hello", "result", "error", "bye", "nope"]), "w": st.sampled_from(["w1", "w2"])},
+    optional={
+        "job": st.one_of(st.text(max_size=14), st.just("JOB")),
+        "chunk": json_values,
+        "a": json_values,
+        "sums": st.one_of(json_values, st.dictionaries(st.sampled_from(["inside", "x"]), st.integers(-5, 2**70))),
+        "seconds": json_values,
+        "tasks": st.one_of(json_values, st.just({"pi": "1"})),
+        "device": json_values,
+        "zone": json_values,
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=messages, blob=st.binary(max_size=64))
+def test_collector_refuses_any_message_and_leaves_jobs_alone(shared_redis, message, blob):
+    from hydra.collector import Collector
+
+    other = submit(shared_redis, "pi", {"samples": "1e6"}, SubmitOptions(max_active_jobs=10**6))
+    if message.get("job") == "JOB":
+        message = {**message, "job": other}
+    before = shared_redis.hgetall(f"hydra:job:{other}")
+    outcome = Collector(shared_redis, Settings()).handle("fuzzer", json.dumps(message).encode() + b"\n" + blob)
+    assert isinstance(outcome, str)
+    assert shared_redis.hget(f"hydra:job:{other}", "units_done") == before[b"units_done"]
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     task=st.sampled_from(["pi", "mandelbrot", "x"]),
@@ -119,7 +152,7 @@ def test_worker_answers_every_chunk_message_once_and_survives_anything(shared_re
     ),
 )
 def test_web_form_fields_get_a_clear_answer(shared_redis, task, params):
-    from web.app import create_app
+    from hydra_web.app import create_app
 
     url = "redis://127.0.0.1:{}/0".format(shared_redis.connection_pool.connection_kwargs["port"])
     app = create_app({"REDIS_URL": url, "WEB_TOKEN": "t", "MESSAGE_QUEUE": False})

@@ -7,7 +7,7 @@ import pytest
 from hydra import keys
 from hydra.queue import SubmitOptions, submit
 from hydra.tasks.pi.kernel import BLOCK
-from web.app import create_app
+from hydra_web.app import create_app
 
 
 @pytest.fixture

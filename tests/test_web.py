@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hydra.queue import SubmitOptions, job_status, submit, wait_for_job
-from web.app import create_app, socketio
+from hydra_web.app import create_app, socketio
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +73,8 @@ def test_submit_pi_from_the_form_and_watch_it_finish(page, client):
     page.wait_for_selector(f"tr[data-job-id='{job_id}'][data-state='done']", timeout=300_000)
     assert "π ≈ 3.14" in page.inner_text(f"tr[data-job-id='{job_id}'] .result")
     assert float(page.get_attribute(f"tr[data-job-id='{job_id}']", "data-progress")) == 1.0
-    assert page.locator("#workers tbody tr").count() >= 1
+    assert page.inner_text("#workers-count") == "1 live worker"
+    assert page.locator("#workers-newest tr[data-worker-state=alive]").count() == 1
 
 
 def test_small_mandelbrot_fills_the_canvas(page):
@@ -104,6 +105,66 @@ def test_without_the_token_nothing_is_submitted(page, client):
     assert client.zcard("hydra:jobs") == 0
 
 
+def axis_labels(page, plot: str, axis: int) -> list[str]:
+    """The labels uPlot drew on a canvas axis (its computed values)."""
+    return page.evaluate(f"() => {plot}.axes[{axis}]._values || []")
+
+
+def test_after_reload_the_newest_and_running_jobs_come_first_and_fit_a_phone(page_server, client):
+    from playwright.sync_api import sync_playwright
+
+    from hydra.queue import SubmitOptions, cancel, submit
+
+    options = SubmitOptions(max_active_jobs=1000)
+    old = [submit(client, "pi", {"samples": "1e7"}, options) for _ in range(24)]
+    for job_id in old:
+        cancel(client, job_id)
+    running = submit(client, "pi", {"samples": "2e11"}, options)
+    wait_until(lambda: int(client.hget(f"hydra:job:{running}", "units_done") or 0) > 0, timeout=120)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(page_server)
+        phone.wait_for_selector("#connection[data-state=live]", timeout=30_000)
+        phone.wait_for_selector("#jobs tbody tr", timeout=30_000)
+        rows = phone.eval_on_selector_all("#jobs tbody tr", "rs => rs.map(r => r.dataset.jobId)")
+        assert rows[0] == running and len(rows) == 20  # the running job first, then the newest 19
+        assert rows[1:] == old[::-1][:19]
+        assert phone.inner_text("#pi-job") == f"job {running}"
+        # No Mandelbrot job: a sentence, not a black square.
+        assert phone.is_visible("#no-mandel") and not phone.is_visible("#mandel-canvas")
+        fits = phone.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits and phone.evaluate("() => document.querySelector('#jobs').getBoundingClientRect().right <= 390")
+        phone.click("#older-jobs")
+        phone.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 25", timeout=30_000)
+        phone.wait_for_function("() => piPlot && piPlot.data[0].length > 1", timeout=60_000)
+        y = axis_labels(phone, "piPlot", 1)
+        assert y and len(set(y)) == len(y), y  # no repeated labels
+        assert not [label for label in axis_labels(phone, "piPlot", 0) if label and label[0] in "-–−"]
+        phone.wait_for_function("() => throughputPlot && throughputPlot.data[0].length > 2", timeout=30_000)
+        times = [label for label in axis_labels(phone, "throughputPlot", 0) if label]
+        assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d( [AP]M)?", t) for t in times), times
+        samples = phone.evaluate("() => throughputPlot.data[1].slice(-3)")
+        assert all(v and v > 0 for v in samples), samples  # no zig-zag to zero mid-job
+
+        # Its own view: /jobs/<id> opens on that job, even an old one.
+        phone.goto(f"{page_server}/jobs/{old[0]}")
+        phone.wait_for_selector(f"#jobs tr.selected[data-job-id='{old[0]}']", timeout=30_000)
+        assert phone.inner_text("#pi-job") == f"job {old[0]}"
+        browser.close()
+    cancel(client, running)
+
+
+def test_workers_show_all_pages_through_the_full_list(page):
+    page.wait_for_function(
+        "() => document.querySelector('#workers-count').textContent === '1 live worker'", timeout=60_000
+    )
+    page.evaluate("() => loadWorkers(0)")
+    page.wait_for_selector("#workers-all tr[data-worker]", timeout=30_000)
+    assert page.locator("#workers-all tr[data-worker]").count() == 1
+    assert not page.is_visible("#workers-newest tr")
+
+
 def test_screenshot_tool_is_there():
-    assert shutil.which("chromium") or Path(CHROMIUM).exists()
-    assert subprocess.run([CHROMIUM, "--version"], capture_output=True).returncode == 0
+    done = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "Chromium" in done.stdout

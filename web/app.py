@@ -29,11 +29,15 @@ from hydra.connection import connect
 from hydra.errors import HydraError, InvalidInput, NoSuchJob
 from hydra.events import CHANNEL, Events
 from hydra.queue import SubmitOptions, cancel, job_status, read_job, submit
+from hydra.secrets import check_secrets
 from hydra.settings import Settings
 from hydra.tasks import TASKS
-from web.credit import bp as credit_bp
-from web.tasks_api import bp as tasks_bp
-from web.views import snapshot
+
+from .credit import bp as credit_bp
+from .join import bp as join_bp
+from .pages import bp as pages_bp
+from .tasks_api import bp as tasks_bp
+from .views import snapshot
 
 socketio = SocketIO()
 bp = Blueprint("hydra", __name__)
@@ -51,9 +55,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.extensions["hydra_redis"] = connect(app.config["REDIS_URL"])
     app.extensions["hydra_events"] = Events(app.config["REDIS_URL"])
+    check_secrets(app.config["REDIS_URL"], app.config["WEB_TOKEN"])
     app.register_blueprint(bp)
     app.register_blueprint(tasks_bp)
     app.register_blueprint(credit_bp)
+    app.register_blueprint(join_bp)
+    app.register_blueprint(pages_bp)
     origins = [o for o in app.config["WEB_ORIGINS"].split(",") if o] or None
     queue = app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None
     socketio.init_app(app, message_queue=queue, channel=CHANNEL, async_mode="threading", cors_allowed_origins=origins)

@@ -40,10 +40,16 @@ def pi_trace(redis: Redis, job_id: str) -> list[list[float]]:
     return points
 
 
+# Jobs in the snapshot: the newest; older ones are paged in by the page (/api/jobs).
+SNAPSHOT_JOBS = 20
+
+
 def snapshot(redis: Redis, *, read_only: bool) -> dict[str, Any]:
-    jobs = list_jobs(redis)
+    jobs = list_jobs(redis, SNAPSHOT_JOBS)
     return {
         "jobs": jobs,
+        "jobs_total": int(redis.zcard(keys.JOBS)),
+        # The bounded summary (no host names: the page is public); the full list is paged (/api/workers).
         "workers": worker_summary(redis),
         "traces": {j["job"]: pi_trace(redis, j["job"]) for j in jobs[:20] if j["task"] == "pi"},
         "read_only": read_only,
