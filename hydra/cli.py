@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = commands.add_parser("submit", help="submit a job and wait for its result")
     # Global options are accepted after the task's name too (hydra submit pi --redis-url …).
-    add_task_parsers(sub, OneLineParser, lambda p: (_add_submit_options(p), _add_global_options(p, argparse.SUPPRESS)))
+    add_task_parsers(sub, OneLineParser, _add_task_submit_options)
     tasks = commands.add_parser("tasks", help="the tasks installed here (and the live workers that run each)")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     tasks.add_argument("--offline", action="store_true", help="do not ask Redis which workers run each task")
@@ -160,6 +160,11 @@ class _Commands:
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return self.action.add_parser(name, parents=[self.common], **kwargs)
+
+
+def _add_task_submit_options(parser: argparse.ArgumentParser) -> None:
+    _add_submit_options(parser)
+    _add_global_options(parser, argparse.SUPPRESS)
 
 
 def _add_submit_options(parser: argparse.ArgumentParser) -> None:

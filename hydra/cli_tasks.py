@@ -22,7 +22,7 @@ def add_task_parsers(
     submit: argparse.ArgumentParser, parser_class: type, add_common: Callable[[argparse.ArgumentParser], None]
 ) -> None:
     """One ``hydra submit <task>`` subcommand per installed task, with its declared options."""
-    tasks = submit.add_subparsers(dest="task", required=True, parser_class=parser_class)
+    tasks: Any = submit.add_subparsers(dest="task", required=True, parser_class=parser_class)
     for name, task in sorted(installed().items()):
         doc = (type(task).__doc__ or type(task).__module__).strip().splitlines()
         sub = tasks.add_parser(name, help=f"{doc[0] if doc else name} (version {task.version})")

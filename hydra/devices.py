@@ -17,7 +17,7 @@ if not hasattr(np, "row_stack"):  # numba.cuda still names it; NumPy 2.5 removed
 try:
     from numba import cuda
 except ImportError:  # a numba without CUDA support: CPU workers only
-    cuda = None
+    cuda = None  # type: ignore[assignment]
 
 # Threads per block of the 1-D kernels.
 THREADS = 256

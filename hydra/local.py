@@ -288,7 +288,7 @@ class LocalCluster:
                 port=redis_port,
                 tls=certificates,
                 binary=tls_redis_server() if tls else None,
-                extra=["--appendonly", "yes"] if data_dir else None,
+                extra=self._durable() if data_dir else None,
             )
         )
         self._url = redis_url
@@ -302,6 +302,13 @@ class LocalCluster:
     def others(self) -> list[subprocess.Popen]:
         """The monitor and page processes."""
         return self.monitors + self.webs
+
+    def _durable(self) -> list[str]:
+        """Redis settings of a cluster that keeps its data: the append-only file, and the ACL file so
+        that the local workers' volunteer users survive a restart."""
+        acl = self.directory / "users.acl"
+        acl.touch()
+        return ["--appendonly", "yes", "--aclfile", str(acl)]
 
     @property
     def url(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from hydra import keys
+from hydra import keys, progress
 from hydra.errors import InvalidInput, JobFailed, MalformedRecord, NoSuchJob
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
@@ -169,13 +169,12 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
     end = record.get("finished", now)
     started = record.get("started")
     done_units = record["units_done"]
-    display_done = task.display_size(record["params"], 0, done_units) if done_units else 0
+    # Counted by the trusted side as results are accepted (a short last block counts as what it holds).
+    display_done = record.get("display_done") or 0
     if done_units == record["units_total"]:
         display_done = record["display_total"]
     elapsed = end - record["created"]
-    running_for = end - started if started else 0.0
-    rate = display_done / running_for if running_for > 0 else 0.0
-    remaining = record["display_total"] - display_done
+    speed = progress.rate(display_done, started, record["created"], end)
     status: dict[str, Any] = {
         "job": job_id,
         "task": record["task"],
@@ -185,8 +184,8 @@ def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = Non
         "done": display_done,
         "total": record["display_total"],
         "progress": display_done / record["display_total"] if record["display_total"] else 1.0,
-        "rate": rate,
-        "eta": remaining / rate if rate > 0 and record["state"] in ACTIVE else None,
+        "rate": speed,
+        "eta": progress.eta(display_done, record["display_total"], speed, elapsed, record["state"] in ACTIVE),
         "elapsed": elapsed,
         "created": record["created"],
         "chunking": record["chunking"],
@@ -213,6 +212,7 @@ def result_of(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None
         reason = f": {record['error']}" if record.get("error") else ""
         raise JobFailed(f"job {job_id} is {record['state']}{reason}")
     seconds = record["finished"] - record["created"]
+    speed = progress.rate(record["display_total"], record.get("started"), record["created"], record["finished"])
     summary = get_task(record["task"]).summarize(record)
     from hydra.carbon.accounting import result_fields
 
@@ -222,7 +222,7 @@ def result_of(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None
         **summary,
         **result_fields(record),
         "seconds": seconds,
-        f"{record['display_unit']}_per_second": record["display_total"] / seconds if seconds > 0 else None,
+        f"{record['display_unit']}_per_second": speed or None,
         "workers": redis.hlen(keys.job_workers(job_id)),
     }
 

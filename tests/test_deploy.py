@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -66,12 +67,21 @@ def test_no_secret_is_committed():
     assert "requirepass" not in re.sub(r"#.*", "", (ROOT / "redis.conf").read_text())
 
 
+def test_compose_redis_keeps_users_in_an_acl_file_and_never_runs_without_a_password():
+    command = " ".join(SERVICES["redis"]["command"])
+    assert "--aclfile /data/users.acl" in command and "requirepass" not in command  # ignored with an ACL file
+    assert 'user default on >$$REDIS_PASSWORD' in command
+
+
 @pytest.fixture
 def conf_server(tmp_path: Path):
+    # What the compose file's redis command does: the default user's line from .env, then the ACL file.
+    acl = tmp_path / "users.acl"
+    acl.write_text(f"user default on >{PASSWORD} ~* &* +@all\n")
     server = RedisServer(
         tmp_path,
         config_file=ROOT / "redis.conf",
-        extra=["--requirepass", PASSWORD, "--appendonly", "yes", "--bind", "127.0.0.1"],
+        extra=["--aclfile", str(acl), "--appendonly", "yes", "--bind", "127.0.0.1"],
     ).start()
     yield server
     server.stop()
@@ -89,6 +99,8 @@ def test_redis_conf_loads_and_refuses_unauthenticated_clients(conf_server):
     assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
     assert int(admin.config_get("maxmemory")["maxmemory"]) > 0
     assert admin.config_get("protected-mode")["protected-mode"] == "yes"
+    assert set("Elx") <= set(admin.config_get("notify-keyspace-events")["notify-keyspace-events"])
+    assert int(admin.config_get("proto-max-bulk-len")["proto-max-bulk-len"]) == 32 * 1024**2
     admin.close()
 
 
@@ -99,6 +111,8 @@ def command_and_env(service: str, redis_port: int, web_port: int) -> tuple[list[
         k: expand(str(v), env_file).replace("@redis:6379", f"@127.0.0.1:{redis_port}")
         for k, v in SERVICES[service]["environment"].items()
     }
+    if "HYDRA_LEDGER_KEY" in env:  # a volume in the container; a temporary file here
+        env["HYDRA_LEDGER_KEY"] = str(Path(tempfile.mkdtemp()) / "ledger-key.pem")
     command = [expand(str(part), env_file) for part in SERVICES[service]["command"]]
     if command[0] == "hydra":
         command = [sys.executable, "-m", "hydra", *command[1:]]
