@@ -70,7 +70,7 @@ def test_no_secret_is_committed():
 def test_compose_redis_keeps_users_in_an_acl_file_and_never_runs_without_a_password():
     command = " ".join(SERVICES["redis"]["command"])
     assert "--aclfile /data/users.acl" in command and "requirepass" not in command  # ignored with an ACL file
-    assert 'user default on >$$REDIS_PASSWORD' in command
+    assert "user default on >$$REDIS_PASSWORD" in command
 
 
 @pytest.fixture
