@@ -40,11 +40,14 @@ def redis_server_binary() -> str:
     explicit = os.environ.get("HYDRA_REDIS_SERVER")
     if explicit:
         return explicit
-    found = [
-        str(Path(d) / "redis-server")
-        for d in os.environ.get("PATH", "").split(os.pathsep)
-        if d and os.access(Path(d) / "redis-server", os.X_OK)
-    ]
+    first = shutil.which("redis-server")
+    found = [first] if first else []
+    if first:  # and any other on PATH, to prefer Redis 7 over an older one found first
+        found += [
+            str(Path(d) / "redis-server")
+            for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and os.access(Path(d) / "redis-server", os.X_OK)
+        ]
     for binary in found:
         if _major_version(binary) >= 7:
             return binary

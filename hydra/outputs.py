@@ -48,7 +48,7 @@ def write_job_outputs(redis: Redis, job_id: str, paths: Mapping[str, str | os.Pa
     declared = {output.name for output in task.outputs}
     unknown = sorted(set(paths) - declared)
     if unknown:
-        raise InvalidInput(f"{task.name} writes no {unknown[0]!r} file")
+        raise InvalidInput(f"a {task.name} job has no file to write: --{unknown[0]} is only for jobs that make one")
     checked = {name: check_writable(path, f"--{name}") for name, path in paths.items()}
     task.write_outputs(record["params"], job_blobs(redis, job_id), checked)
     return [str(path) for path in paths.values()]

@@ -125,7 +125,7 @@ def test_killed_monitor_and_killed_signer_leave_no_duplicate_or_missing_grant(cl
     cluster.wait_for_workers(2)
     key_path = tmp_path / "operator.pem"
     load_key(key_path)
-    job_id = submit(client, "pi", {"samples": "6e9"}, SubmitOptions(chunk_seconds=0.3))
+    job_id = submit(client, "pi", {"samples": "2e10"}, SubmitOptions(chunk_seconds=0.3))
     signer = [sys.executable, "-m", "hydra", "--redis-url", cluster.url, "credit", "sign"]
     env = {**os.environ, "HYDRA_LEDGER_KEY": str(key_path)}
     killed = 0

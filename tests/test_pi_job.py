@@ -85,12 +85,11 @@ def test_detach_returns_the_job_id_and_the_job_goes_on(redis_server, client, clu
 
 def test_cancel_removes_every_ticket_and_chunk(redis_server, client):
     job_id = submit(client, "pi", {"samples": "1e9"}, SubmitOptions(chunk_units=10))
-    assert client.llen("rq:queue:hydra") > 50
+    assert client.zcard(f"hydra:job:{job_id}:pending") > 50 and client.zscore("hydra:active", job_id)
     cancelled = run_cli("--redis-url", redis_server.url, "cancel", job_id)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert client.llen("rq:queue:hydra") == 0
-    assert client.zcard("hydra:pending") == 0 and client.zcard("hydra:deadlines") == 0
-    assert not client.exists(f"hydra:job:{job_id}:chunks")
+    assert client.zscore("hydra:active", job_id) is None and client.zcard("hydra:deadlines") == 0
+    assert not client.exists(f"hydra:job:{job_id}:chunks", f"hydra:job:{job_id}:pending")
     assert job_status(client, job_id)["state"] == "cancelled"
     assert client.ttl(f"hydra:job:{job_id}") > 0
     again = run_cli("--redis-url", redis_server.url, "cancel", job_id)

@@ -38,7 +38,10 @@
       " credits; ledger of " + board.head.size + " entries, signed root " + board.head.root.slice(0, 16) + "…";
     const title = cell("h2", "Credit ");
     title.appendChild(cell("span", "for verified work only", "muted"));
-    root.replaceChildren(title, table, note);
+    const scroll = cell("div", "");
+    scroll.className = "scroll";  // wide tables scroll on a phone instead of widening the page
+    scroll.appendChild(table);
+    root.replaceChildren(title, scroll, note);
   }
 
   render({top: []});

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hydra.errors import InvalidInput
-from hydra.progress import human
+from hydra.progress import human, plural
 from hydra.tasks.base import ChunkResult, Output, Param, Plan, Task
 from hydra.tasks.mandelbrot import kernel
 from hydra.tasks.mandelbrot.codec import HEADER_BYTES, count_dtype, decode_stripe, encode_stripe, stripe_first
@@ -147,7 +147,8 @@ class MandelbrotTask(Task):
             f"mandelbrot {result['width']}×{result['height']} max-iter {result['max_iter']} "
             f"centre {result['center'][0]},{result['center'][1]} span {result['span']}",
             f"{human(result['iterations'])} iterations  {result['seconds']:.2f} s  "
-            f"{human(result['pixels_per_second'])} pixels/s  {result['workers']} workers  job {result['job']}",
+            f"{human(result['pixels_per_second'])} pixels/s  {plural(result['workers'], 'worker')}  "
+            f"job {result['job']}",
         ]
         return lines + [f"wrote {path}" for path in result.get("files", [])]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InvalidInput
-from hydra.progress import human
+from hydra.progress import human, plural
 from hydra.tasks.base import ChunkResult, Param, Plan, Task
 from hydra.tasks.pi import kernel
 
@@ -101,7 +101,7 @@ class PiTask(Task):
             f"pi ≈ {result['pi']:.10f} ± {result['stderr']:.2g} (standard error)",
             f"samples {result['samples']:,}  inside {result['inside']:,}  seed {result['seed']}",
             f"{result['seconds']:.2f} s  {human(result['samples_per_second'])} samples/s  "
-            f"{result['workers']} workers  job {result['job']}",
+            f"{plural(result['workers'], 'worker')}  job {result['job']}",
         ]
 
     def series_point(self, params: dict[str, Any], units_done: int, sums: Mapping[str, int]) -> list[float] | None:
