@@ -146,11 +146,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     stop_processes([proc], timeout)
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
-    """SIGTERM all of them at once, then SIGKILL whatever is left after ``timeout`` seconds."""
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal all of them at once (SIGTERM), then SIGKILL whatever is left after ``timeout`` seconds."""
     alive = [p for p in procs if p.poll() is None]
     for proc in alive:
-        proc.terminate()
+        proc.send_signal(sig)
     deadline = time.monotonic() + timeout
     for proc in alive:
         try:
@@ -410,10 +410,13 @@ class LocalCluster:
         return restarted
 
     def stop(self) -> None:
-        """Stop at once and in order: workers, then the monitor, then the page, then Redis."""
-        stop_processes(self.workers, timeout=WORKER_GRACE)
-        stop_processes(self.monitors, timeout=2.0)
-        stop_processes(self.webs, timeout=2.0)
+        """Stop at once: workers, monitor and page together (each gets its signal at the same moment),
+        then Redis once they are gone, so no child is left waiting for a Redis that died first."""
+        for proc in self.webs:  # gunicorn: SIGINT is its quick shutdown
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        stop_processes(self.workers + self.monitors, timeout=WORKER_GRACE)
+        stop_processes(self.webs, timeout=2.0, sig=signal.SIGINT)
         if self.redis:
             self.redis.stop()
         if self._tmp:

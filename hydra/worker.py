@@ -105,6 +105,7 @@ class Volunteer:
         self.welcomed = threading.Event()
         self._warm: set[str] = set()
         self.chunks_done = 0
+        self.busy = False
 
     # -- the outbox ---------------------------------------------------------------------------------
     def send(self, message: dict[str, Any], blob: bytes = b"") -> None:
@@ -167,7 +168,11 @@ class Volunteer:
                     if burst and self.welcomed.is_set() and time.monotonic() - idle_since > idle_timeout:
                         return
                     continue
-                self.handle(item[1])
+                self.busy = True
+                try:
+                    self.handle(item[1])
+                finally:
+                    self.busy = False
                 idle_since = time.monotonic()
         finally:
             self.stopping.set()
@@ -301,8 +306,8 @@ class HydraWorker(Worker):
             nonlocal stop_count
             stop_count += 1
             volunteer.stopping.set()
-            if stop_count > 1:
-                raise SystemExit(1)
+            if stop_count > 1 or not volunteer.busy:  # idle (waiting on its inbox): stop at once
+                raise SystemExit(0 if stop_count == 1 else 1)
             log.info("worker %s/%s: stopping after the current chunk", volunteer.user, volunteer.wid)
 
         signal.signal(signal.SIGTERM, on_signal)
