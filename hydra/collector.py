@@ -200,14 +200,16 @@ class Collector:
             if field.startswith(b"rate:"):
                 pipe.hset(keys.worker(name), field, value)
         pipe.expire(keys.worker(name), WORKER_RECORD_TTL)
-        pipe.set(keys.alive(user, wid), 1, px=int(self.settings.heartbeat_ttl * 1000))
+        beat = self.heartbeat_interval()
+        # The worker refreshes it every `beat` seconds to 3 beats (Volunteer.beat): the same TTL here.
+        pipe.set(keys.alive(user, wid), 1, px=int(max(self.settings.heartbeat_ttl, 3 * beat) * 1000))
         pipe.zadd(keys.LIVE, {name: now})
         pipe.sadd(keys.user_workers(user), name)
         pipe.hincrby(keys.COUNTS, f"device:{device}", 1)
         pipe.hincrby(keys.COUNTS, f"zone:{zone or '?'}", 1)
         for task in tasks:
             pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
-        welcome = {"t": "welcome", "worker": name, "heartbeat": self.heartbeat_interval()}
+        welcome = {"t": "welcome", "worker": name, "heartbeat": beat}
         pipe.rpush(keys.inbox(user, wid), json.dumps(welcome))
         pipe.execute()
         for field, value in prior.items():

@@ -10,6 +10,7 @@ monitor serves idle workers as soon as a job is active.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -19,10 +20,12 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys, progress
-from hydra.errors import InvalidInput, JobFailed, MalformedRecord, NoSuchJob
+from hydra.errors import HydraError, InvalidInput, JobFailed, MalformedRecord, NoSuchJob
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
 from hydra.tasks import get_task
+
+log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 ENDED = ("done", "failed", "cancelled")
@@ -162,7 +165,16 @@ def _plausible_id(job_id: str) -> bool:
 
 
 def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What a person (CLI, page) wants to know about a job, as a JSON-ready dict."""
+    """What a person (CLI, page) wants to know about a job, as a JSON-ready dict.
+
+    Raises :class:`MalformedRecord` (one line) for a record no Hydra process would have written."""
+    try:
+        return _job_status(redis, job_id, record)
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+        raise MalformedRecord(f"job {job_id} has a malformed record ({type(exc).__name__}: {exc})") from None
+
+
+def _job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     record = record or read_job(redis, job_id)
     task = get_task(record["task"])
     now = time.time()
@@ -240,13 +252,16 @@ def cancel(redis: Redis, job_id: str) -> bool:
 
 
 def list_jobs(redis: Redis, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest jobs first; expired ones are skipped."""
+    """The newest jobs first; expired ones are skipped, and so is a record this process cannot read
+    (malformed, or a task not installed here): one bad record never hides the others."""
     out = []
     for raw in redis.zrevrange(keys.JOBS, 0, limit - 1):
         try:
-            out.append(job_status(redis, raw.decode()))
+            out.append(job_status(redis, raw.decode(errors="replace")))
         except NoSuchJob:
             continue
+        except (HydraError, KeyError, ValueError, TypeError, ArithmeticError) as exc:
+            log.warning("job %r set aside: %s", raw[:64], exc)
     return out
 
 
