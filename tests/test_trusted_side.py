@@ -251,3 +251,28 @@ def test_an_oversized_message_cuts_the_volunteer_off(client, collector):
     assert collector.handle("volunteer-flood", b"x" * (21 * 1024 * 1024)) == "cut off"
     assert client.hexists(keys.CUTOFF, "volunteer-flood")
     assert "off" in client.acl_getuser("volunteer-flood")["flags"]
+
+
+def test_a_malformed_job_record_is_set_aside_by_status_page_and_monitor(redis_server, client):
+    from hydra.monitor import Monitor
+    from hydra_web.app import create_app
+    from tests.conftest import run_cli
+
+    good = pi_job(client)
+    bad = pi_job(client)
+    client.hset(keys.job(bad), mapping={"units_done": "lots", "params": "{not json"})
+    listing = run_cli("--redis-url", redis_server.url, "status")
+    assert listing.returncode == 0 and good in listing.stdout and "Traceback" not in listing.stderr
+    one = run_cli("--redis-url", redis_server.url, "status", bad)
+    assert one.returncode != 0 and one.stderr.count("\n") == 1 and "malformed" in one.stderr
+    app = create_app({"REDIS_URL": redis_server.url, "WEB_TOKEN": "", "MESSAGE_QUEUE": False})
+    assert app.test_client().get("/").status_code == 200
+    from hydra_web.views import snapshot
+
+    assert [j["job"] for j in snapshot(client, read_only=True)["jobs"]] == [good]  # what a browser gets first
+    monitor = Monitor(client, Settings())
+    worker = FakeWorker(monitor.collector, "alice")
+    worker.hello()
+    for _ in range(3):
+        assert monitor.run_pass().acted
+    assert worker.take()["job"] == good  # the bad job is skipped, the good one served
