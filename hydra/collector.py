@@ -16,6 +16,7 @@ connections closed, its work requeued and the reason kept in ``hydra:cutoff``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -92,8 +93,11 @@ class Collector:
         self._watts = watts_from_env(os.environ)
 
     # -- reading outboxes ---------------------------------------------------------------------------
-    def drain(self, user: str) -> int:
-        """Handle everything waiting in the volunteer's outbox; returns how many messages."""
+    def drain(self, user: str, arrivals: collections.deque[float] | None = None) -> int:
+        """Handle what waits in the volunteer's outbox; returns how many messages.
+
+        ``arrivals``: when each message was pushed, as the monitor's listener heard it (the
+        trusted clock for speeds); missing ones count as arriving now."""
         if not _plausible_user(user):
             return 0
         box = keys.outbox(user)
@@ -107,10 +111,11 @@ class Collector:
                 return handled
             for raw in batch:
                 handled += 1
-                if self.handle(user, raw) == "cut off":
+                arrived = arrivals.popleft() if arrivals else None
+                if self.handle(user, raw, arrived) == "cut off":
                     return handled
 
-    def handle(self, user: str, raw: bytes) -> str:
+    def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:
         """One message from ``user``. Never raises: a bad message is refused and recorded."""
         if len(raw) > MAX_MESSAGE:
             self.cut_off(user, f"sent a message of {len(raw)} bytes (limit {MAX_MESSAGE})")
@@ -132,7 +137,7 @@ class Collector:
             if kind == "hello":
                 return self.hello(user, wid, message)
             if kind == "result":
-                return self.result(user, wid, message, blob)
+                return self.result(user, wid, message, blob, arrived)
             if kind == "error":
                 return self.error(user, wid, message)
             if kind == "bye":
@@ -270,14 +275,22 @@ class Collector:
             raise Refused("bad job id")
         if type(chunk_id) is not int or type(nonce) is not int or chunk_id < 0 or nonce < 0:
             raise Refused("bad chunk or assignment number")
-        if not self.redis.sismember(keys.held(name), keys.assignment(job_id, chunk_id, nonce)):
+        user, _ = keys.split_worker(name)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(keys.held(name), keys.assignment(job_id, chunk_id, nonce))
+        pipe.hget(keys.chunks(job_id), chunk_id)
+        pipe.hmget(keys.job(job_id), "verify", "salt")
+        pipe.hget(keys.volunteer(user), "clean")
+        held, raw, (mode, salt), clean = pipe.execute()
+        if not held:
             raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
-        raw = self.redis.hget(keys.chunks(job_id), chunk_id)
         if raw is None:
             raise Refused("no such chunk")
-        return job_id, str(chunk_id), nonce, json.loads(raw)
+        chunk = json.loads(raw)
+        chunk["_check"] = _check_decision(mode, salt, int(clean or 0), job_id, str(chunk_id), user)
+        return job_id, str(chunk_id), nonce, chunk
 
-    def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes) -> str:
+    def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes, arrived: float | None = None) -> str:
         name = keys.worker_name(user, wid)
         try:
             job_id, chunk_id, nonce, chunk = self._assignment(name, message)
@@ -308,20 +321,16 @@ class Collector:
             self.dispatcher.fill(name)
             return self.strike(user, f"job {job_id} chunk {chunk_id}: {exc}")
         now = time.time()
-        check = self._needs_check(job_id, chunk_id, user)
+        arrived = min(arrived or now, now)
+        check = chunk["_check"]
         args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
         args += [int(check), task.display_size(spec.params, first, count)]
         args += reduce.lua_args(task.reductions(), sums)
         reply = self.scripts.accept(keys=[*job_script_keys(job_id), keys.held(name), keys.vouched(user)], args=args)
         outcome = int(reply[0])
         if outcome:
-            self._account_carbon(name, user, job_id, chunk_id, spec, first, count, float(reply[1]), now)
-            self._learn_rate(name, task.name, task.work(spec.params, spec.data, first, count), float(reply[1]), now)
-            self.redis.hincrby(
-                keys.COUNTS,
-                f"done:{task.display_unit}",
-                task.display_size(spec.params, first, count) if outcome != 3 else 0,
-            )
+            shown = task.display_size(spec.params, first, count) if outcome != 3 else 0
+            self._after_result(name, user, job_id, spec, first, count, float(reply[1]), arrived, shown)
         for loser in (x.decode() for x in reply[2:]):
             self.quarantined(loser)
         if outcome in (1, 2) and blob and self.events.page_is_listening(self.redis):
@@ -337,31 +346,60 @@ class Collector:
             self.dispatcher.serve_idle()
         return {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
 
-    def _account_carbon(
-        self, name: str, user: str, job_id: str, chunk_id: str, spec: Any, first: int, count: int, at: float, now: float
+    def _after_result(
+        self, name: str, user: str, job_id: str, spec: Any, first: int, count: int, at: float, arrived: float, done: int
     ) -> None:
-        """CO2 of a chunk from the trusted busy time (never the seconds a volunteer reports), the
-        device's power and the grid intensity of the worker's zone at that hour (hydra.carbon)."""
+        """Speed, CO2 and counters after a result, in one read and one write.
+
+        Speed is what the trusted side sees: work over the time since the worker could start the
+        chunk (when it was assigned or when its previous result arrived, whichever is later, by the
+        monitor's clock); nothing the worker reports is used, so no volunteer can claim to be faster.
+        CO2 (hydra.carbon) uses the same busy time, the device's power and the zone's intensity.
+        """
         from hydra.carbon import accounting
 
-        last, device, zone, rate = self.redis.hmget(
-            keys.worker(name), "last_result", "device", "zone", f"rate:{spec.task.name}"
+        task = spec.task
+        fields = ("last_result", f"rd:{task.name}", f"rs:{task.name}", f"rate:{task.name}", "device", "zone")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.worker(name), *fields)
+        pipe.zscore(keys.rates(task.name), name)
+        info, old_rate = pipe.execute()
+        last = float(info[0]) if info[0] else None
+        work = task.work(spec.params, spec.data, first, count)
+        seconds = max(arrived - max(at, last or 0.0), 1e-3)
+        rd, rs = float(info[1] or 0), float(info[2] or 0)
+        if not rs and info[3]:  # a speed from an earlier worker of this volunteer: one second's weight
+            rd, rs = float(info[3]), 1.0
+        fade = 0.5 ** (seconds / RATE_HALF_LIFE)
+        rd, rs = rd * fade + work, rs * fade + seconds
+        rate = rd / rs
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            keys.worker(name),
+            mapping={
+                "last_result": arrived,
+                "last_seen": arrived,
+                f"rd:{task.name}": rd,
+                f"rs:{task.name}": rs,
+                f"rate:{task.name}": rate,
+            },
         )
-        work = spec.task.work(spec.params, spec.data, first, count)
-        expected = work / float(rate) if rate and float(rate) > 0 else spec.chunk_seconds
-        seconds = accounting.trusted_seconds(
-            at, now, float(last) if last else None, expected, self.settings.deadline_factor
-        )
+        pipe.hincrby(keys.worker(name), "chunks", 1)
+        pipe.hset(keys.volunteer(user), f"rate:{task.name}", rate)
+        pipe.zadd(keys.rates(task.name), {name: rate})
+        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - (old_rate or 0.0))
+        if done:
+            pipe.hincrby(keys.COUNTS, f"done:{task.display_unit}", done)
+        expected = work / float(info[3]) if info[3] and float(info[3]) > 0 else spec.chunk_seconds
+        busy = accounting.trusted_seconds(at, arrived, last, expected, self.settings.deadline_factor)
         try:
-            reading = self.dispatcher.carbon.signal.latest((zone or b"").decode())
+            reading = self.dispatcher.carbon.signal.latest((info[5] or b"").decode())
         except Exception as exc:  # a carbon signal never stops result collection
             log.debug("no carbon reading: %s", exc)
-            return
-        if reading is None:
-            return
-        carbon = accounting.chunk_carbon(seconds, (device or b"cpu").decode(), reading, self._watts)
-        pipe = self.redis.pipeline()
-        accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
+            reading = None
+        if reading is not None:
+            carbon = accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts)
+            accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
         pipe.execute()
 
     def _stale_flood(self, user: str) -> bool:
@@ -373,46 +411,8 @@ class Collector:
     def _needs_check(self, job_id: str, chunk_id: str, user: str) -> bool:
         """Whether this result must be confirmed by another volunteer (decided here, unguessably)."""
         mode, salt = self.redis.hmget(keys.job(job_id), "verify", "salt")
-        if mode == b"2":
-            return True
-        if mode != b"auto":
-            return False
         clean = int(self.redis.hget(keys.volunteer(user), "clean") or 0)
-        p = max(0.05, 1 / (1 + clean / 10))
-        h = hmac.new(salt or b"", f"{job_id}:{chunk_id}:{user}".encode(), hashlib.sha256).digest()
-        return int.from_bytes(h[:8], "big") / 2**64 < p
-
-    def _learn_rate(self, name: str, task: str, work: float, assigned_at: float, now: float) -> None:
-        """Speed as the trusted side sees it: work over the time since the worker could start it.
-
-        A worker starts a chunk when it was assigned or when its previous result arrived, whichever
-        is later; nothing the worker reports is used, so no volunteer can claim to be faster.
-        """
-        info = self.redis.hmget(keys.worker(name), "last_result", f"rd:{task}", f"rs:{task}", f"rate:{task}")
-        busy_since = max(assigned_at, float(info[0] or 0))
-        seconds = max(now - busy_since, 1e-3)
-        done, spent = float(info[1] or 0), float(info[2] or 0)
-        if not spent and info[3]:
-            done, spent = float(info[3]), 1.0
-        fade = 0.5 ** (seconds / RATE_HALF_LIFE)
-        done, spent = done * fade + work, spent * fade + seconds
-        rate = done / spent
-        user, _ = keys.split_worker(name)
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            keys.worker(name),
-            mapping={
-                "last_result": now,
-                "last_seen": now,
-                f"rd:{task}": done,
-                f"rs:{task}": spent,
-                f"rate:{task}": rate,
-            },
-        )
-        pipe.hincrby(keys.worker(name), "chunks", 1)
-        pipe.hset(keys.volunteer(user), f"rate:{task}", rate)
-        pipe.execute()
-        self._add_cluster_rate(task, name, rate)
+        return _check_decision(mode, salt, clean, job_id, chunk_id, user)
 
     def _add_cluster_rate(self, task: str, name: str, rate: float) -> None:
         old = self.redis.zscore(keys.rates(task), name) or 0.0
@@ -479,6 +479,18 @@ class Collector:
             self.gone(name, "cut off", count_attempt=False)
         self.redis.delete(keys.outbox(user))
         self.events.emit("alert", {"volunteer": user, "reason": reason})
+
+
+def _check_decision(mode: bytes | None, salt: bytes | None, clean: int, job_id: str, chunk_id: str, user: str) -> bool:
+    """verify 2: always; verify auto: with probability max(0.05, 1 / (1 + clean / 10)), decided by a
+    keyed hash with the job's secret salt, so no volunteer can tell which results will be checked."""
+    if mode == b"2":
+        return True
+    if mode != b"auto":
+        return False
+    p = max(0.05, 1 / (1 + clean / 10))
+    h = hmac.new(salt or b"", f"{job_id}:{chunk_id}:{user}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < p
 
 
 def _plausible_user(user: str) -> bool:

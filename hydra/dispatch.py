@@ -124,7 +124,10 @@ class Dispatcher:
         return spec
 
     def worker_view(self, name: str) -> WorkerView | None:
-        info = self.redis.hgetall(keys.worker(name))
+        return self._view(name, self.redis.hgetall(keys.worker(name)))
+
+    @staticmethod
+    def _view(name: str, info: dict[bytes, bytes]) -> WorkerView | None:
         if not info:
             return None
         info = {k.decode(): v.decode() for k, v in info.items()}
@@ -139,12 +142,17 @@ class Dispatcher:
     # -- giving work --------------------------------------------------------------------------------
     def fill(self, name: str, view: WorkerView | None = None) -> int:
         """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none."""
-        view = view or self.worker_view(name)
-        if view is None or self.redis.sismember(keys.QUARANTINE, view.user):
+        user, _ = keys.split_worker(name)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.worker(name))
+        pipe.sismember(keys.QUARANTINE, user)
+        pipe.zscore(keys.LIVE, name)
+        pipe.scard(keys.held(name))
+        info, quarantined, live, held = pipe.execute()
+        view = view or self._view(name, info)
+        if view is None or quarantined or not live:
             return 0
-        if not self.redis.zscore(keys.LIVE, name):
-            return 0
-        held = int(self.redis.scard(keys.held(name)))
+        held = int(held)
         given = 0
         while held + given < DEPTH:
             if not self._assign_one(view, held + given):
@@ -154,12 +162,14 @@ class Dispatcher:
             self.redis.zadd(keys.IDLE, {name: time.time()}, nx=True)
         return given
 
-    def serve_idle(self, limit: int = 1000) -> int:
-        """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted)."""
+    def serve_idle(self, limit: int = 1000, budget: float | None = None) -> int:
+        """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
+        for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first)."""
         names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
+        give_up = None if budget is None else time.perf_counter() + budget
         served = 0
         for name in names:
-            if not self.active_jobs():
+            if not self.active_jobs() or (give_up is not None and time.perf_counter() > give_up):
                 break
             got = self.fill(name)
             served += bool(got)

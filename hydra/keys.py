@@ -63,6 +63,7 @@ hydra:volunteers                  set     names given ACL users (hydra volunteer
 hydra:ledger                      list    credit ledger entries (hydra.ledger)        kept
 hydra:errors                      list    recent refused messages and task errors     capped at 200
 hydra:monitor:lease               string  id of the monitor that runs periodic passes lease TTL (3 s)
+hydra:monitor:stats               hash    monitor id → its longest periodic pass (s)  kept
 hydra:emit:<job>                  string  gate that coalesces progress events         100 ms
 ================================  ======  ==========================================  =====================
 
@@ -82,6 +83,7 @@ IDLE = f"{PREFIX}:idle"
 COUNTS = f"{PREFIX}:counts"
 ERRORS = f"{PREFIX}:errors"
 MONITOR_LEASE = f"{PREFIX}:monitor:lease"
+MONITOR_STATS = f"{PREFIX}:monitor:stats"
 VOLUNTEERS = f"{PREFIX}:volunteers"
 QUARANTINE = f"{PREFIX}:quarantine"
 CUTOFF = f"{PREFIX}:cutoff"

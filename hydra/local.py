@@ -116,9 +116,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def spawn(args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
-    """Start a child that dies with us, in its own session (no terminal signals); output to ``log_path``."""
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+def spawn(
+    args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None, nice: int = 0
+) -> subprocess.Popen:
+    """Start a child that dies with us, in its own session (no terminal signals); output to ``log_path``.
+
+    ``nice``: a lower priority (the page, so it never takes a core from the workers)."""
+    linux = sys.platform.startswith("linux")
+
+    def preexec() -> None:
+        if linux:
+            _die_with_parent()
+        if nice:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
+
     full_env = {**os.environ, **(env or {})}
     if log_path is None:
         return subprocess.Popen(
@@ -347,6 +359,7 @@ class LocalCluster:
                     [sys.executable, "-m", "hydra", "web", "--port", str(self.web_port)],
                     env=self.child_env(),
                     log_path=self.directory / "web.log",
+                    nice=10,
                 )
             )
         for _ in range(self.n_workers):

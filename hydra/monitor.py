@@ -23,6 +23,7 @@ starting monitor sweeps every live worker once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -48,14 +49,89 @@ log = logging.getLogger(__name__)
 
 LEASE_MS = 3000
 DUE_PER_PASS = 500
+# Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
+# over several passes; each result also tops its own worker up).
+IDLE_BUDGET = 0.005
 HOUSEKEEPING_SECONDS = 60.0
-# Keyspace notifications the monitor needs: E (keyevent channels), l (list commands), x (expired).
-NOTIFY_FLAGS = "Elx"
+# Keyspace notifications the monitor needs: K (keyspace channels, so it subscribes to volunteers'
+# outboxes and heartbeats only), l (list commands), x (expired keys).
+NOTIFY_FLAGS = "Klx"
 
 _EXTEND_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
+
+
+class Notifications:
+    """A thread that listens to Redis keyspace notifications and notes, as they arrive, which
+    outbox got a message (and when: the trusted side's clock times results, so time a message
+    waits in the outbox under load is not charged to the volunteer) and which heartbeat expired."""
+
+    def __init__(self, redis: Redis, db: int) -> None:
+        self.prefix = f"__keyspace@{db}__:"
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"{self.prefix}{keys.PREFIX}:v:*:outbox", f"{self.prefix}{keys.PREFIX}:v:*:alive")
+        self._lock = threading.Lock()
+        self._arrivals: dict[str, collections.deque[float]] = {}
+        self._dead: set[str] = set()
+        self._event = threading.Event()
+        self._closed = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._listen, name="hydra-notifications", daemon=True)
+
+    def start(self) -> Notifications:
+        self._thread.start()
+        return self
+
+    def _listen(self) -> None:
+        try:
+            while not self._closed.is_set():
+                message = self.pubsub.get_message(timeout=0.5)
+                if message is None:
+                    continue
+                channel = message["channel"].decode(errors="replace")
+                parsed = keys.parse_volunteer_key(channel[len(self.prefix) :])
+                if not parsed:
+                    continue
+                user, wid, kind = parsed
+                with self._lock:
+                    if kind == "outbox" and message["data"] == b"rpush":
+                        self._arrivals.setdefault(user, collections.deque()).append(time.time())
+                    elif kind == "alive" and message["data"] == b"expired":
+                        self._dead.add(keys.worker_name(user, wid))
+                    else:
+                        continue
+                self._event.set()
+        except Exception as exc:  # the main loop sees it and reconnects
+            if not self._closed.is_set():
+                self.error = exc
+                self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise redis_lib.ConnectionError(f"lost the notification channel: {self.error}")
+
+    def take(self) -> tuple[set[str], dict[str, collections.deque[float]]]:
+        with self._lock:
+            dead, arrivals = self._dead, self._arrivals
+            self._dead, self._arrivals = set(), {}
+            self._event.clear()
+        return dead, arrivals
+
+    def put_back(self, arrivals: dict[str, collections.deque[float]]) -> None:
+        with self._lock:
+            for user, times in arrivals.items():
+                self._arrivals.setdefault(user, collections.deque()).extendleft(reversed(times))
+            self._event.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            self.pubsub.close()
 
 
 @dataclass
@@ -105,10 +181,10 @@ class Monitor:
         stop = stop or threading.Event()
         delay = self.settings.monitor_interval
         while not stop.is_set():
+            listener = None
             try:
                 enable_notifications(self.redis)
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(f"__keyevent@{self.db}__:rpush", f"__keyevent@{self.db}__:expired")
+                listener = Notifications(self.redis, self.db).start()
                 self.sweep()  # what happened while no monitor listened
                 next_pass = 0.0
                 while not stop.is_set():
@@ -116,39 +192,40 @@ class Monitor:
                     if now >= next_pass:
                         self.run_pass()
                         next_pass = now + self.settings.monitor_interval
-                    self.handle_notifications(pubsub, timeout=max(0.0, next_pass - time.monotonic()))
+                    listener.wait(max(0.0, next_pass - time.monotonic()))
+                    self.handle_notifications(listener, budget=self.settings.monitor_interval)
                     delay = self.settings.monitor_interval
             except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError) as exc:
                 log.warning("monitor: Redis unavailable (%s); retrying in %.1f s", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
+                if listener:
+                    listener.close()
 
-    def handle_notifications(self, pubsub, timeout: float) -> int:
-        """Wait up to ``timeout`` for notifications; handle every one that arrived, batched."""
-        users: set[str] = set()
-        dead: set[str] = set()
-        message = pubsub.get_message(timeout=timeout)
-        count = 0
-        while message is not None and count < 10000:
-            count += 1
-            data = message.get("data")
-            key = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-            parsed = keys.parse_volunteer_key(key)
-            if parsed:
-                user, wid, kind = parsed
-                if kind == "outbox" and message["channel"].endswith(b":rpush"):
-                    users.add(user)
-                elif kind == "alive" and message["channel"].endswith(b":expired"):
-                    dead.add(keys.worker_name(user, wid))
-            message = pubsub.get_message(timeout=0)
-        for user in users:
-            self._safely(self.collector.drain, user)
+    def handle_notifications(self, listener: Notifications, budget: float) -> int:
+        """Handle what the listener heard, for up to ``budget`` seconds (so passes still run under a
+        flood; what is left waits for the next round). Returns how many messages were handled."""
+        listener.check()
+        dead, arrivals = listener.take()
         for name in dead:
             self._safely(self.collector.gone, name, "vanished (heartbeat lost)")
-        return count
+        give_up = time.monotonic() + budget
+        handled = 0
+        users = list(arrivals)
+        for i, user in enumerate(users):
+            if time.monotonic() > give_up:
+                listener.put_back({u: arrivals[u] for u in users[i:]})
+                break
+            times = arrivals[user]
+            try:
+                handled += self.collector.drain(user, arrivals=times)
+            except (redis_lib.ConnectionError, redis_lib.TimeoutError):
+                raise
+            except Exception as exc:
+                log.exception("monitor: drain of %s failed", user)
+                record_error(self.redis, f"monitor: reading {user}'s outbox failed: {exc}")
+        return handled
 
     def _safely(self, call, *args) -> None:
         """One volunteer's trouble never stops the monitor: anything unexpected is recorded."""
@@ -184,7 +261,7 @@ class Monitor:
         report.acted = True
         now = time.time()
         self._check_deadlines(now, report)
-        self._safely(self.dispatcher.serve_idle)
+        self._safely(self.dispatcher.serve_idle, 1000, IDLE_BUDGET)
         for user in (u.decode() for u in self.redis.smembers(keys.QUARANTINE)):
             if self.redis.hlen(keys.vouched(user)) or self.redis.scard(keys.user_workers(user)):
                 self._safely(self.collector.quarantined, user)
@@ -196,7 +273,9 @@ class Monitor:
         for line in report.requeued + report.copied:
             log.info("monitor: %s", line)
         report.seconds = time.perf_counter() - started
-        self.longest_pass = max(self.longest_pass, report.seconds)
+        if report.seconds > self.longest_pass:  # for operators and bench/swarm.py
+            self.longest_pass = report.seconds
+            self.redis.hset(keys.MONITOR_STATS, self.id, f"{report.seconds:.6f}")
         return report
 
     def _check_deadlines(self, now: float, report: PassReport) -> None:

@@ -132,7 +132,20 @@ def submit(redis: Redis, task_name: str, params: Mapping[str, Any], options: Sub
     pipe.zadd(keys.JOBS, {job_id: now})
     pipe.zadd(keys.ACTIVE, {job_id: now})
     pipe.execute()
+    _serve_idle_workers(redis)
     return job_id
+
+
+def _serve_idle_workers(redis: Redis) -> None:
+    """Give the new job to workers waiting for work now, rather than at the monitor's next pass.
+
+    The scheduler is trusted, so it may dispatch; a failure here only delays the job by one pass."""
+    from hydra.dispatch import Dispatcher
+
+    try:
+        Dispatcher(redis, Settings.from_env()).serve_idle(budget=0.05)
+    except Exception as exc:
+        log.debug("no immediate dispatch: %s", exc)
 
 
 def count_active_jobs(redis: Redis) -> int:
