@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis as redis_lib
 import redis.asyncio as aioredis
 
 from bench.common import OUT, table
@@ -173,7 +174,11 @@ class Group:
     async def receiver(self) -> None:
         inboxes = list(self.sims)
         while True:
-            item = await self.recv.blpop(inboxes, timeout=1)
+            try:
+                item = await self.recv.blpop(inboxes, timeout=1)
+            except redis_lib.ConnectionError:  # cut off by the monitor (CLIENT KILL USER)
+                self.swarm.disconnected += 1
+                return
             if item is None:
                 continue
             now = time.monotonic()
@@ -220,6 +225,7 @@ class Swarm:
         self.results: list[float] = []
         self.latencies: list[tuple[float, float]] = []
         self.lapsed = 0
+        self.disconnected = 0
         self.stopped = 0
         self.tasks: list[asyncio.Task] = []
         self.max_lag = 0.0
@@ -309,8 +315,9 @@ async def run_one(
             await asyncio.sleep(1.5)  # every volunteer welcomed and beating
             row = await _measure(n, chunk_seconds, seconds, operator, monitor, swarm, before_users, joined_s)
         finally:
-            await swarm.stop()
+            # The monitor first: volunteers that stop while it listens would all "die" in its figures.
             stats = stop_monitor(monitor, directory) if monitor else {}
+            await swarm.stop()
             operator.close()
             server.stop()
     row["monitor"] = stats
@@ -410,6 +417,11 @@ async def _measure(
         "connections": max(s.clients for s in snapshots),
         "idle_redis_us_per_volunteer_second": idle[0] / idle[1] / n * 1e6,
         "heartbeats_lapsed": swarm.lapsed,
+        "volunteers_cut_off": int(operator.hlen(keys.CUTOFF)),
+        "volunteers_stopped": swarm.stopped,
+        "groups_disconnected": swarm.disconnected,
+        "errors_recorded": int(operator.llen(keys.ERRORS)),
+        "last_errors": [e.decode(errors="replace")[:200] for e in operator.lrange(keys.ERRORS, 0, 2)],
         "simulator_max_lag_ms": round(swarm.max_lag * 1000, 1),
         "load_1min": round(load(), 2),
     }
