@@ -132,7 +132,7 @@ def phases(samples: int) -> dict[str, float]:
     assert server is not None
     server.start()
     marks["redis started"] = time.perf_counter() - t0
-    cluster.redis = None  # started here: the cluster must not start it again
+    cluster.redis, cluster._url = None, server.url  # started here: the cluster must not start it again
     try:
         cluster.start()
         marks["monitor, page and workers spawned"] = time.perf_counter() - t0
@@ -205,12 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": times,
         "median_s": medians,
         "vs_bare": {name: m / base for name, m in medians.items()},
-        "imports_s": import_times(repeat),
-        "hydra_phases_s": phases(samples),
     }
     rows = [[name, medians[name], min(times[name]), max(times[name]), medians[name] / base] for name in medians]
     print(f"cold start, pi {samples:.3g} samples, {out['cores']} cores, load {out['load_before']}→{out['load_after']}")
-    print(table(rows, ["", "median s", "min", "max", "x bare"]))
+    print(table(rows, ["", "median s", "min", "max", "x bare"]), flush=True)
+    out["imports_s"] = import_times(repeat)
+    out["hydra_phases_s"] = phases(samples)
     print("\nimports, each from a fresh interpreter (median s):")
     print(table([[k, v] for k, v in out["imports_s"].items()], ["", "s"]))
     print("\nhydra --local, phase by phase (s from the start, one run):")
