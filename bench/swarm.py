@@ -1,0 +1,659 @@
+"""How many volunteers one Redis and one monitor serve: N simulated volunteers, many per process.
+
+    python -m bench.swarm [--quick] [--n 100,1000,10000] [--chunk-seconds 2] [--seconds 20]
+                          [--profile] [--json PATH]
+
+Each simulated volunteer speaks Hydra's real protocol against a real ``redis-server`` and the real
+trusted process (``hydra monitor``, started through :mod:`bench.swarm_monitor` so that it knows the
+null task of :mod:`bench.nulltask` and times its passes): it says hello into its outbox as its own
+ACL user, takes chunk descriptors from its inbox, keeps its heartbeat alive with ``PEXPIRE`` and
+answers each chunk with the exact sum after ``count`` milliseconds (one unit = 1 ms of simulated
+work), so the trusted side measures its speed and sizes its chunks to the chunk time as it would
+for a real kernel. Volunteers share ACL users in groups (a volunteer with several machines): one
+connection per group waits on the group's inboxes with one multi-key ``BLPOP`` and one sends the
+group's messages and heartbeats; everything runs on one asyncio loop.
+
+For each N it reports chunks completed per second (steady part of the job), dispatch latency p50
+and p99 (from sending a result to holding the chunk that replaces it), the monitor's longest
+periodic pass, Redis's CPU share and memory per volunteer, the monitor's and the simulator's CPU
+share (the machine is shared: the load is printed too). Then it measures what one chunk of real
+``rq worker hydra`` processes costs Redis (commands and CPU microseconds, from ``INFO``) and what a
+live worker costs per second (heartbeats, idle ``BLPOP``), and prints a capacity model: how many
+volunteers one Redis core serves at 2 s and at 30 s chunks. ``--profile`` writes a cProfile dump of
+the monitor at the largest N to ``bench/out/swarm-monitor.prof`` and prints its hot spots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import faulthandler
+import json
+import math
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+import redis.asyncio as aioredis
+
+from bench.common import OUT, table
+from bench.nulltask import register
+from hydra import keys
+from hydra.connection import connect
+from hydra.local import LocalCluster, RedisServer, spawn, stop_process
+from hydra.queue import SubmitOptions, cancel, read_job, submit
+from hydra.volunteers import add_volunteer
+
+UNITS_PER_SECOND = 1000  # a simulated volunteer of speed 1 does one unit a millisecond
+USERS = 200  # ACL users (volunteers); their workers share one user beyond this many
+
+
+# -- measuring Redis and processes ------------------------------------------------------------------
+
+
+def redis_cpu(info: dict[str, Any]) -> float:
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def say(message: str) -> None:
+    """Progress on stderr (the figures go to stdout)."""
+    print(f"[swarm {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+@dataclass
+class Snapshot:
+    at: float
+    redis_cpu: float
+    used_memory: int
+    clients_memory: int
+    clients: int
+    monitor_cpu: float
+    own_cpu: float
+    results: int
+
+
+# -- the simulated volunteers -----------------------------------------------------------------------
+
+
+@dataclass
+class Sim:
+    wid: str
+    group: Group
+    speed: float = 1.0
+    welcomed: bool = False
+    heartbeat: float = 1.0
+    asked: collections.deque = field(default_factory=collections.deque)
+    work: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def hello(self) -> None:
+        self.welcomed = False
+        self.asked.clear()
+        message = {
+            "t": "hello",
+            "w": self.wid,
+            "tasks": {"null": "1"},
+            "device": "cpu",
+            "zone": "",
+            "host": "swarm",
+            "pid": os.getpid(),
+            "cores": 1,
+        }
+        self.group.send(self, "hello", json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    async def run(self) -> None:
+        while True:
+            chunk = await self.work.get()
+            seconds = chunk["count"] / UNITS_PER_SECOND / self.speed
+            await asyncio.sleep(seconds)
+            header = {
+                "t": "result",
+                "w": self.wid,
+                "job": chunk["job"],
+                "chunk": chunk["chunk"],
+                "a": chunk["a"],
+                "sums": {"n": chunk["count"]},
+                "seconds": round(seconds, 6),
+            }
+            self.group.send(self, "result", json.dumps(header, separators=(",", ":")).encode() + b"\n")
+
+
+class Group:
+    """Volunteers sharing one ACL user: one receiving and one sending connection."""
+
+    def __init__(self, swarm: Swarm, url: str, user: str, wids: list[str]) -> None:
+        self.swarm = swarm
+        self.user = user
+        self.recv = aioredis.Redis.from_url(url)
+        self.conn = aioredis.Redis.from_url(url)
+        self.sims = {keys.inbox(user, w).encode(): Sim(w, self) for w in wids}
+        self.outbox = keys.outbox(user)
+        self.queue: list[tuple[Sim, str, bytes]] = []
+        self.wake = asyncio.Event()
+
+    def send(self, sim: Sim, kind: str, payload: bytes) -> None:
+        self.queue.append((sim, kind, payload))
+        self.wake.set()
+
+    async def sender(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.queue = self.queue, []
+            pipe = self.conn.pipeline(transaction=False)
+            now = time.monotonic()
+            for sim, kind, payload in batch:
+                pipe.rpush(self.outbox, payload)
+                if kind == "result":
+                    sim.asked.append(now)
+                    self.swarm.results.append(now)
+            await pipe.execute()
+
+    async def receiver(self) -> None:
+        inboxes = list(self.sims)
+        while True:
+            try:
+                item = await self.recv.blpop(inboxes, timeout=1)
+            except redis_lib.ConnectionError:  # cut off by the monitor (CLIENT KILL USER)
+                self.swarm.disconnected += 1
+                return
+            if item is None:
+                continue
+            now = time.monotonic()
+            sim = self.sims[item[0]]
+            message = json.loads(item[1])
+            kind = message.get("t")
+            if kind == "chunk":
+                if sim.asked:
+                    asked = sim.asked.popleft()
+                    self.swarm.latencies.append((asked, now - asked))
+                sim.work.put_nowait(message)
+            elif kind == "welcome":
+                sim.heartbeat = float(message.get("heartbeat", 1.0))
+                sim.welcomed = True
+            elif kind == "stop":
+                self.swarm.stopped += 1
+
+    async def beater(self) -> None:
+        while True:
+            period = min((s.heartbeat for s in self.sims.values()), default=1.0)
+            await asyncio.sleep(period)
+            beating = [s for s in self.sims.values() if s.welcomed]
+            if not beating:
+                continue
+            pipe = self.conn.pipeline(transaction=False)
+            for sim in beating:
+                pipe.pexpire(keys.alive(self.user, sim.wid), int(sim.heartbeat * 3000))
+            for sim, alive in zip(beating, await pipe.execute(), strict=True):
+                if not alive:
+                    self.swarm.lapsed += 1
+                    sim.hello()
+
+    def coroutines(self) -> list:
+        return [self.sender(), self.receiver(), self.beater(), *(s.run() for s in self.sims.values())]
+
+    async def close(self) -> None:
+        await self.recv.aclose()
+        await self.conn.aclose()
+
+
+class Swarm:
+    def __init__(self) -> None:
+        self.groups: list[Group] = []
+        self.results: list[float] = []
+        self.latencies: list[tuple[float, float]] = []
+        self.lapsed = 0
+        self.disconnected = 0
+        self.stopped = 0
+        self.tasks: list[asyncio.Task] = []
+        self.max_lag = 0.0
+
+    async def lag_watch(self) -> None:
+        """How late the event loop wakes: if the simulator itself is starved, the figures say so."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            self.max_lag = max(self.max_lag, time.monotonic() - started - 0.05)
+
+    def start(self, url_of_user: dict[str, str], n: int) -> None:
+        users = list(url_of_user)
+        per_user = math.ceil(n / len(users))
+        for i, user in enumerate(users):
+            wids = [f"s{j}" for j in range(i * per_user, min(n, (i + 1) * per_user))]
+            if wids:
+                self.groups.append(Group(self, url_of_user[user], user, wids))
+        self.tasks.append(asyncio.create_task(self.lag_watch()))
+        for group in self.groups:
+            self.tasks += [asyncio.create_task(c) for c in group.coroutines()]
+        for group in self.groups:
+            for sim in group.sims.values():
+                sim.hello()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.wait(self.tasks, timeout=10)
+        for group in self.groups:
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(group.close(), 1)
+
+
+# -- one run at N volunteers -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_monitor(url: str, directory: Path, profile: Path | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "bench.swarm_monitor", "--stats", str(directory / "monitor.json")]
+    if profile:
+        args += ["--profile", str(profile)]
+    return spawn(args, env={"HYDRA_REDIS_URL": url}, log_path=directory / "monitor.log")
+
+
+def stop_monitor(proc: subprocess.Popen, directory: Path) -> dict[str, Any]:
+    stop_process(proc, timeout=60)
+    stats = directory / "monitor.json"
+    return json.loads(stats.read_text()) if stats.exists() else {}
+
+
+async def run_one(
+    n: int, chunk_seconds: float, seconds: float, users: int = USERS, profile: Path | None = None
+) -> dict[str, Any]:
+    """Start Redis, the monitor and N simulated volunteers; run one null job; measure."""
+    with tempfile.TemporaryDirectory(prefix="hydra-swarm-") as tmp:
+        directory = Path(tmp)
+        server = RedisServer(directory, extra=["--maxclients", "60000"]).start()
+        operator = connect(server.url)
+        monitor = None
+        swarm = Swarm()
+        try:
+            before_users = int(operator.info("memory")["used_memory"])
+            n_users = min(n, users)
+            urls = {}
+            for i in range(n_users):
+                url = add_volunteer(operator, f"swarm{i}", server.url)
+                urls[f"volunteer-swarm{i}"] = url
+            say(f"N={n}: {n_users} ACL users created; starting the monitor and the volunteers")
+            monitor = start_monitor(server.url, directory, profile)
+            started = time.monotonic()
+            swarm.start(urls, n)
+            while operator.zcard(keys.LIVE) < n:
+                if time.monotonic() - started > 60 + n / 50:
+                    raise RuntimeError(f"only {operator.zcard(keys.LIVE)} of {n} volunteers joined")
+                if monitor.poll() is not None:
+                    raise RuntimeError(f"the monitor exited; see {directory / 'monitor.log'}")
+                await asyncio.sleep(0.2)
+            joined_s = time.monotonic() - started
+            say(f"N={n}: all joined in {joined_s:.1f} s")
+            await asyncio.sleep(1.5)  # every volunteer welcomed and beating
+            row = await _measure(n, chunk_seconds, seconds, operator, monitor, swarm, before_users, joined_s)
+        finally:
+            # The monitor first: volunteers that stop while it listens would all "die" in its figures.
+            stats = stop_monitor(monitor, directory) if monitor else {}
+            await swarm.stop()
+            operator.close()
+            server.stop()
+    row["monitor"] = stats
+    return row
+
+
+async def _measure(
+    n: int,
+    chunk_seconds: float,
+    seconds: float,
+    operator: Any,
+    monitor: subprocess.Popen,
+    swarm: Swarm,
+    before_users: int,
+    joined_s: float,
+) -> dict[str, Any]:
+    snapshots: list[Snapshot] = []
+
+    def snap() -> None:
+        info = operator.info()
+        snapshots.append(
+            Snapshot(
+                time.monotonic(),
+                redis_cpu(info),
+                int(info["used_memory"]),
+                int(info["mem_clients_normal"]),
+                int(info["connected_clients"]),
+                process_cpu(monitor.pid),
+                time.process_time(),
+                len(swarm.results),
+            )
+        )
+
+    snap()
+    await asyncio.sleep(2.0)  # idle: heartbeats and waiting receivers only
+    snap()
+    idle = snapshots[-1].redis_cpu - snapshots[0].redis_cpu, snapshots[-1].at - snapshots[0].at
+    units = int(n * UNITS_PER_SECOND * seconds)
+    job_id = submit(operator, "null", {"units": units}, SubmitOptions(chunk_seconds=chunk_seconds))
+    submitted = time.monotonic()
+    give_up = submitted + 3 * seconds + 20
+    state = "queued"
+    while True:
+        await asyncio.sleep(0.25)
+        snap()
+        state = operator.hget(keys.job(job_id), "state").decode()
+        if state not in ("queued", "running") or time.monotonic() > give_up:
+            break
+    finished = time.monotonic()
+    say(f"N={n}: job {state} after {finished - submitted:.1f} s")
+    if state in ("queued", "running"):
+        cancel(operator, job_id)
+    record = read_job(operator, job_id)
+    # The steady part: every volunteer past its probe, the job not yet in its shrinking tail.
+    warm = min(2 * chunk_seconds, seconds / 4)
+    tail = 2.5 * chunk_seconds if state == "done" else 0.0
+    low, high = submitted + warm, finished - tail
+    if high - low < chunk_seconds:
+        low, high = submitted, finished
+    inside = [s for s in snapshots if low <= s.at <= high] or snapshots
+    first, last = inside[0], inside[-1]
+    span = max(last.at - first.at, 1e-9)
+    done_chunks = sum(low <= t <= high for t in swarm.results)
+    latencies = [lat for asked, lat in swarm.latencies if low <= asked <= high]
+    units_done = int(record.get("units_done", 0))
+    sum_n = int(record.get("sum:n", 0))
+    return {
+        "n": n,
+        "users": len(swarm.groups),
+        "chunk_seconds": chunk_seconds,
+        "joined_s": round(joined_s, 3),
+        "job": job_id,
+        "state": state,
+        "job_seconds": round(finished - submitted, 3),
+        "units_total": units,
+        "units_done": units_done,
+        "sum_n": sum_n,
+        "exact": state == "done" and units_done == units == sum_n,
+        "consistent": units_done == sum_n,
+        "chunks": int(record.get("next_chunk", 0)),
+        "results_sent": len(swarm.results),
+        "window_s": round(high - low, 3),
+        "chunks_per_s": done_chunks / max(high - low, 1e-9),
+        "ideal_chunks_per_s": n / chunk_seconds,
+        "dispatch_p50_ms": _ms(percentile(latencies, 0.50)),
+        "dispatch_p99_ms": _ms(percentile(latencies, 0.99)),
+        "dispatch_max_ms": _ms(percentile(latencies, 1.0)),
+        "latency_samples": len(latencies),
+        "redis_cpu_share": (last.redis_cpu - first.redis_cpu) / span,
+        "monitor_cpu_share": (last.monitor_cpu - first.monitor_cpu) / span,
+        "simulator_cpu_share": (last.own_cpu - first.own_cpu) / span,
+        "redis_cpu_us_per_chunk": _per(last.redis_cpu - first.redis_cpu, last.results - first.results, 1e6),
+        "monitor_cpu_us_per_chunk": _per(last.monitor_cpu - first.monitor_cpu, last.results - first.results, 1e6),
+        "memory_per_volunteer_bytes": (max(s.used_memory for s in snapshots) - before_users) / n,
+        # Of which connection buffers (the simulator's connections are shared by a group).
+        "clients_memory_per_volunteer_bytes": max(s.clients_memory for s in snapshots) / n,
+        "connections": max(s.clients for s in snapshots),
+        "idle_redis_us_per_volunteer_second": idle[0] / idle[1] / n * 1e6,
+        "heartbeats_lapsed": swarm.lapsed,
+        "volunteers_cut_off": int(operator.hlen(keys.CUTOFF)),
+        "volunteers_stopped": swarm.stopped,
+        "groups_disconnected": swarm.disconnected,
+        "errors_recorded": int(operator.llen(keys.ERRORS)),
+        "last_errors": [e.decode(errors="replace")[:200] for e in operator.lrange(keys.ERRORS, 0, 2)],
+        "simulator_max_lag_ms": round(swarm.max_lag * 1000, 1),
+        "load_1min": round(load(), 2),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def _per(amount: float, count: int, scale: float = 1.0) -> float | None:
+    return amount * scale / count if count else None
+
+
+# -- what one real `rq worker hydra` chunk costs Redis -----------------------------------------------
+
+
+def _commandstats(client: Any) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
+
+
+def real_worker_cost(workers: int = 2, chunks: int = 400, idle_seconds: float = 3.0) -> dict[str, Any]:
+    """Redis commands and CPU per chunk, and per live worker-second, with real ``rq worker hydra``."""
+    cluster = LocalCluster(0, monitor=False, env={"RQ_WORKER_CLASS": "bench.nulltask.NullWorker"})
+    cluster.start()
+    monitor = None
+    try:
+        monitor = start_monitor(cluster.url, cluster.directory)
+        client = connect(cluster.url)
+
+        def measure(seconds: float) -> tuple[float, dict[str, int]]:
+            cpu0, cmd0 = redis_cpu(client.info("cpu")), _commandstats(client)
+            time.sleep(seconds)
+            return redis_cpu(client.info("cpu")) - cpu0, _delta(_commandstats(client), cmd0)
+
+        time.sleep(1.0)
+        idle0_cpu, idle0_cmds = measure(idle_seconds)  # the monitor alone
+        for _ in range(workers):
+            cluster.add_worker()
+        cluster.wait_ready()
+        time.sleep(1.0)
+        idle_cpu, idle_cmds = measure(idle_seconds)
+        cpu0, cmd0 = redis_cpu(client.info("cpu")), _commandstats(client)
+        started = time.monotonic()
+        job_id = submit(client, "null", {"units": chunks * 10}, SubmitOptions(chunk_units=10))
+        while client.hget(keys.job(job_id), "state") not in (b"done", b"failed", b"cancelled"):
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        cpu = redis_cpu(client.info("cpu")) - cpu0
+        cmds = _delta(_commandstats(client), cmd0)
+        record = read_job(client, job_id)
+        client.close()
+    finally:
+        if monitor:
+            stop_monitor(monitor, cluster.directory)
+        cluster.stop()
+    # Subtract what the same seconds cost with nothing to do.
+    background = idle_cpu / idle_seconds * elapsed
+    per_worker_s = max(idle_cpu - idle0_cpu, 0.0) / idle_seconds / workers
+    per_chunk_cmds = {
+        k: round((v - idle_cmds.get(k, 0) / idle_seconds * elapsed) / chunks, 2)
+        for k, v in sorted(cmds.items(), key=lambda kv: -kv[1])
+    }
+    per_chunk_cmds = {k: v for k, v in per_chunk_cmds.items() if v >= 0.05}
+    worker_cmds = {
+        k: round((v - idle0_cmds.get(k, 0)) / idle_seconds / workers, 2)
+        for k, v in idle_cmds.items()
+        if v - idle0_cmds.get(k, 0) > 0
+    }
+    return {
+        "workers": workers,
+        "chunks": chunks,
+        "exact": record.get("state") == "done" and int(record.get("sum:n", 0)) == chunks * 10,
+        "job_seconds": round(elapsed, 3),
+        "chunks_per_s": chunks / elapsed,
+        "commands_per_chunk": round(sum(per_chunk_cmds.values()), 1),
+        "commands_per_chunk_by_name": per_chunk_cmds,
+        "redis_cpu_us_per_chunk": max(cpu - background, 0.0) * 1e6 / chunks,
+        "redis_cpu_us_per_chunk_gross": cpu * 1e6 / chunks,
+        "redis_cpu_us_per_worker_second": per_worker_s * 1e6,
+        "commands_per_worker_second": worker_cmds,
+        "monitor_idle_redis_cpu_share": idle0_cpu / idle_seconds,
+    }
+
+
+def capacity(per_chunk_us: float, per_worker_second_us: float, chunk_seconds: float) -> dict[str, Any]:
+    """Volunteers one Redis core serves at this chunk time: 1 s of CPU / (per chunk / T + per worker-second)."""
+    per_volunteer_s = per_chunk_us / chunk_seconds + per_worker_second_us
+    return {
+        "chunk_seconds": chunk_seconds,
+        "redis_us_per_chunk": round(per_chunk_us, 1),
+        "redis_us_per_worker_second": round(per_worker_second_us, 2),
+        "redis_us_per_volunteer_second": round(per_volunteer_s, 2),
+        "volunteers_per_redis_core": int(1e6 / per_volunteer_s) if per_volunteer_s > 0 else None,
+    }
+
+
+# -- the monitor's hot spots -------------------------------------------------------------------------
+
+
+def hot_spots(profile: Path, limit: int = 25) -> list[dict[str, Any]]:
+    """The monitor's functions by own time (tottime) and by time including callees (cumtime)."""
+    stats = pstats.Stats(str(profile))
+    total = stats.total_tt or 1e-9
+    rows = []
+    for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        short = f"{Path(filename).parent.name}/{Path(filename).name}:{line}({name})"
+        rows.append({"function": short, "calls": calls, "own_share": tottime / total, "cum_share": cumtime / total})
+    by_cum = sorted(rows, key=lambda r: -r["cum_share"])
+    by_own = sorted(rows, key=lambda r: -r["own_share"])
+    return [{"by": "cumulative", **r} for r in by_cum[:limit]] + [{"by": "own", **r} for r in by_own[:limit]]
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N and a short job (CI)")
+    parser.add_argument("--n", help="comma-separated volunteer counts (default 100,1000,10000)")
+    parser.add_argument("--chunk-seconds", type=float, default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="ideal job length at each N")
+    parser.add_argument("--users", type=int, default=USERS, help="ACL users the volunteers share")
+    parser.add_argument("--profile", action="store_true", help="cProfile the monitor at the largest N")
+    parser.add_argument("--no-real", action="store_true", help="skip the real rq worker measurement")
+    parser.add_argument("--json", type=Path, nargs="?", const=OUT / "swarm.json")
+    args = parser.parse_args(argv)
+    register()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints where a long run is
+    try:
+        sizes = [int(float(x)) for x in (args.n or ("20,60" if args.quick else "100,1000,10000")).split(",")]
+    except ValueError:
+        raise SystemExit("bench.swarm: --n must be comma-separated integers") from None
+    if any(n < 1 for n in sizes):
+        raise SystemExit("bench.swarm: every N must be at least 1")
+    chunk_seconds = args.chunk_seconds or (0.5 if args.quick else 2.0)
+    seconds = args.seconds or (4.0 if args.quick else 10 * chunk_seconds)
+    out: dict[str, Any] = {"cores": os.cpu_count(), "load_before": round(load(), 2), "runs": []}
+    OUT.mkdir(exist_ok=True)
+    profile = OUT / "swarm-monitor.prof" if args.profile else None
+    for n in sizes:
+        row = asyncio.run(run_one(n, chunk_seconds, seconds, args.users, profile if n == max(sizes) else None))
+        out["runs"].append(row)
+        print(_run_line(row), flush=True)
+    if not args.no_real:
+        cost = real_worker_cost(chunks=100 if args.quick else 400)
+        out["real_worker"] = cost
+        # A live worker's own cost (heartbeat, idle BLPOP) from the largest swarm, where the bounded
+        # per-second work of the monitor (the page's summary) is spread over many workers.
+        per_worker = out["runs"][-1]["idle_redis_us_per_volunteer_second"]
+        out["capacity"] = [capacity(cost["redis_cpu_us_per_chunk"], per_worker, t) for t in (2.0, 30.0)]
+    if profile and profile.exists():
+        out["monitor_hot_spots"] = hot_spots(profile)
+    print(report(out))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+
+
+def _run_line(row: dict[str, Any]) -> str:
+    return (
+        f"N={row['n']}: {row['chunks_per_s']:.0f} chunks/s (ideal {row['ideal_chunks_per_s']:.0f}), "
+        f"dispatch p99 {row['dispatch_p99_ms']} ms, job {row['state']} in {row['job_seconds']} s"
+    )
+
+
+def report(out: dict[str, Any]) -> str:
+    rows = [
+        [
+            r["n"],
+            r["joined_s"],
+            r["chunks_per_s"],
+            r["ideal_chunks_per_s"],
+            r["dispatch_p50_ms"],
+            r["dispatch_p99_ms"],
+            _ms(r["monitor"].get("longest_pass_s")),
+            r["monitor"].get("passes_over_10ms"),
+            r["redis_cpu_share"],
+            r["monitor_cpu_share"],
+            r["simulator_cpu_share"],
+            int(r["memory_per_volunteer_bytes"]),
+            "yes" if r["exact"] else ("consistent" if r["consistent"] else "NO"),
+            r["load_1min"],
+        ]
+        for r in out["runs"]
+    ]
+    header = [
+        "N",
+        "join s",
+        "chunks/s",
+        "ideal",
+        "p50 ms",
+        "p99 ms",
+        "pass max ms",
+        ">10ms",
+        "redis cpu",
+        "monitor cpu",
+        "sim cpu",
+        "B/vol",
+        "exact",
+        "load",
+    ]
+    lines = [f"swarm: {out['cores']} cores, load {out['load_before']} before", table(rows, header)]
+    if "real_worker" in out:
+        cost = out["real_worker"]
+        top = ", ".join(f"{k} {v}" for k, v in list(cost["commands_per_chunk_by_name"].items())[:8])
+        lines += [
+            "",
+            f"real rq worker hydra ({cost['workers']} workers, null kernel, {cost['chunks']} chunks, "
+            f"{cost['chunks_per_s']:.0f} chunks/s): {cost['commands_per_chunk']} Redis commands and "
+            f"{cost['redis_cpu_us_per_chunk']:.0f} µs Redis CPU per chunk ({top}); "
+            f"{out['runs'][-1]['idle_redis_us_per_volunteer_second']:.1f} µs per live worker-second "
+            f"(swarm of {out['runs'][-1]['n']}, idle)",
+            f"one Redis core: {1e6 / max(cost['redis_cpu_us_per_chunk'], 1e-9):.0f} chunk completions/s",
+        ]
+        for cap in out["capacity"]:
+            lines.append(
+                f"capacity at {cap['chunk_seconds']:g} s chunks: {cap['volunteers_per_redis_core']} volunteers "
+                f"per Redis core ({cap['redis_us_per_volunteer_second']} µs of Redis CPU per volunteer-second)"
+            )
+    if "monitor_hot_spots" in out:
+        lines += ["", "monitor hot spots (share of the monitor's profiled time):"]
+        for r in out["monitor_hot_spots"]:
+            if r["by"] == "cumulative" and r["cum_share"] > 0.03:
+                share = f"cum {r['cum_share']:6.1%}  own {r['own_share']:6.1%}"
+                lines.append(f"  {share}  {r['calls']:>8}  {r['function']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The swarm benchmark runs end to end at small N and its JSON holds sane, exact figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
+    out = tmp_path / "swarm.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.swarm", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [run["n"] for run in data["runs"]] == [20, 60]
+    for run in data["runs"]:
+        # Every unit of the job done exactly once, and the sum agrees.
+        assert run["state"] == "done"
+        assert run["exact"] is True
+        assert run["units_done"] == run["units_total"] == run["sum_n"]
+        assert run["chunks"] > 0 and run["results_sent"] >= run["chunks"]
+        assert run["chunks_per_s"] > 0
+        assert 0 < run["dispatch_p50_ms"] <= run["dispatch_p99_ms"] < 5000
+        assert run["monitor"]["passes"] > 0 and run["monitor"]["longest_pass_s"] > 0
+        assert 0 < run["redis_cpu_share"] < 2
+        assert run["memory_per_volunteer_bytes"] > 0
+    real = data["real_worker"]
+    assert real["exact"] is True
+    assert real["commands_per_chunk"] > 1 and real["redis_cpu_us_per_chunk"] > 0
+    assert [c["chunk_seconds"] for c in data["capacity"]] == [2.0, 30.0]
+    assert all(c["volunteers_per_redis_core"] > 0 for c in data["capacity"])
+    assert "capacity at 2 s chunks" in done.stdout
