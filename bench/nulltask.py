@@ -7,7 +7,7 @@ One unit stands for one millisecond of simulated work: a simulated volunteer of 
 real worker (:class:`NullWorker`) answers at once. The only sum, ``n``, is the number of units, so
 a job is accounted for exactly when ``sum:n`` equals ``units_total``.
 
-Both sides must know the task: :func:`register` adds it to :data:`hydra.tasks.TASKS` (the
+Both sides must know the task: :func:`register` adds it to the process's task registry (the
 benchmark's own processes, :mod:`bench.swarm_monitor`, and the worker class below call it).
 """
 
@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InvalidInput
-from hydra.tasks import TASKS
 from hydra.tasks.base import ChunkResult, Plan, Task, parse_count
 from hydra.worker import HydraWorker
 
@@ -26,6 +25,7 @@ MAX_UNITS = 10**12
 
 class NullTask(Task):
     name = "null"
+    version = "1"
     display_unit = "units"
     sums = ("n",)
 
@@ -62,8 +62,11 @@ class NullTask(Task):
 
 
 def register() -> Task:
-    """Make the null task known to this process (idempotent)."""
-    return TASKS.setdefault(NullTask.name, NullTask())
+    """Make the null task known to this process (idempotent): the benchmark's processes load it
+    as if a package had installed it (``installed()`` is the cached registry behind TASKS)."""
+    from hydra.tasks import installed
+
+    return installed().setdefault(NullTask.name, NullTask())
 
 
 class NullWorker(HydraWorker):
