@@ -212,8 +212,9 @@ class Collector:
         pipe.sadd(keys.user_workers(user), name)
         pipe.hincrby(keys.COUNTS, f"device:{device}", 1)
         pipe.hincrby(keys.COUNTS, f"zone:{zone or '?'}", 1)
-        for task in tasks:
+        for task, version in tasks.items():
             pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
+            pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", 1)
         welcome = {"t": "welcome", "worker": name, "heartbeat": beat}
         pipe.rpush(keys.inbox(user, wid), json.dumps(welcome))
         pipe.execute()
@@ -236,9 +237,10 @@ class Collector:
             pipe = self.redis.pipeline()
             pipe.hincrby(keys.COUNTS, f"device:{info.get(b'device', b'cpu').decode()}", -1)
             pipe.hincrby(keys.COUNTS, f"zone:{info.get(b'zone', b'').decode() or '?'}", -1)
-            with contextlib.suppress(ValueError):
-                for task in json.loads(info.get(b"tasks", b"{}")):
+            with contextlib.suppress(ValueError, AttributeError):
+                for task, version in json.loads(info.get(b"tasks", b"{}")).items():
                     pipe.hincrby(keys.COUNTS, f"task:{task}", -1)
+                    pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", -1)
             for field, value in info.items():
                 if field.startswith(b"rate:"):
                     pipe.hincrbyfloat(keys.COUNTS, field.decode(), -float(value))

@@ -182,9 +182,15 @@ class Dispatcher:
                 continue
             if not self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
                 continue
-            if self._give_copy(view, spec, position, wanted=True):
+            # One round trip tells what the job has to give: copies wanted, its first pending chunk.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrange(keys.wanted(job_id), 0, 7)
+            pipe.zrange(keys.pending(job_id), 0, 0)
+            pipe.hget(keys.job(job_id), "units_claimed")
+            wanted, head, claimed = pipe.execute()
+            if wanted and self._give_copy(view, spec, position, wanted=True, candidates=wanted):
                 return True
-            if self._give_pending(view, spec, position):
+            if head and self._give_pending(view, spec, position, head[0].decode(), int(claimed or 0)):
                 return True
             if spec.speculate and self._give_copy(view, spec, position, wanted=False):
                 return True
@@ -229,18 +235,20 @@ class Dispatcher:
             ],
         )
 
-    def _give_pending(self, view: WorkerView, spec: JobSpec, position: int) -> bool:
-        for _ in range(3):  # another dispatcher may move the head between our read and our write
-            head = self.redis.zrange(keys.pending(spec.job_id), 0, 0, withscores=True)
-            if not head:
-                return False
-            chunk_id = head[0][0].decode()
+    def _give_pending(self, view: WorkerView, spec: JobSpec, position: int, chunk_id: str, claimed: int) -> bool:
+        for attempt in range(3):  # another dispatcher may move the head between our read and our write
+            if attempt:
+                head = self.redis.zrange(keys.pending(spec.job_id), 0, 0)
+                if not head:
+                    return False
+                chunk_id = head[0].decode()
+                claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
             raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
             if raw is None:
                 continue
             chunk = json.loads(raw)
             first, count = int(chunk["first"]), int(chunk["count"])
-            take = self._take(view, spec, first, count)
+            take = self._take(view, spec, first, count, claimed)
             work = spec.task.work(spec.params, spec.data, first, take)
             reply = self._assign(view, spec, chunk_id, "new", first, take, work, position)
             if reply[0] == b"ok":
@@ -249,14 +257,15 @@ class Dispatcher:
                 return False
         return False
 
-    def _take(self, view: WorkerView, spec: JobSpec, first: int, count: int) -> int:
+    def _take(self, view: WorkerView, spec: JobSpec, first: int, count: int, claimed: int | None = None) -> int:
         if spec.chunking == "fixed":
             return count
         task = spec.task
         rate = view.rates.get(task.name)
         if not rate:
             return min(count, task.probe_units(spec.params))
-        claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
+        if claimed is None:
+            claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
         unclaimed = max(spec.units_total - claimed, count)
         remaining_work = spec.total_work * unclaimed / max(spec.units_total, 1)
         cluster = max(self.cluster_rate(task.name), rate)
@@ -272,17 +281,19 @@ class Dispatcher:
         self._cluster_rates[task] = (time.monotonic(), total)
         return total
 
-    def _give_copy(self, view: WorkerView, spec: JobSpec, position: int, *, wanted: bool) -> bool:
+    def _give_copy(
+        self, view: WorkerView, spec: JobSpec, position: int, *, wanted: bool, candidates: list[bytes] | None = None
+    ) -> bool:
         if wanted:
-            candidates = [c.decode() for c in self.redis.zrange(keys.wanted(spec.job_id), 0, 7)]
+            ids = [c.decode() for c in (candidates or [])]
         else:
             if self.redis.zcard(keys.pending(spec.job_id)):
                 return False
             last = self.redis.zrevrange(keys.running(spec.job_id), 0, 0, withscores=True)
             if not last:
                 return False
-            candidates = [last[0][0].decode()]
-        for chunk_id in candidates:
+            ids = [last[0][0].decode()]
+        for chunk_id in ids:
             raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
             if raw is None:
                 self.redis.zrem(keys.wanted(spec.job_id), chunk_id)

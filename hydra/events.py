@@ -30,6 +30,7 @@ class Events:
         self._broken = False
         self._listening = False
         self._listening_checked = -1e9
+        self._emitted: dict[str, float] = {}
 
     @classmethod
     def from_env(cls) -> Events:
@@ -66,6 +67,12 @@ class Events:
         """Emit the job's status if no other process did so in the last 100 ms (or if ``force``)."""
         if not self.redis_url:
             return
+        now = time.monotonic()
+        if not force and now - self._emitted.get(job_id, -1e9) < PROGRESS_INTERVAL_MS / 1000:
+            return  # this process emitted for the job moments ago: no need to ask Redis
+        self._emitted[job_id] = now
+        if len(self._emitted) > 10000:
+            self._emitted.clear()
         if not force and not redis.set(keys.emit_gate(job_id), 1, nx=True, px=PROGRESS_INTERVAL_MS):
             return
         from hydra.queue import job_status

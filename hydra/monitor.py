@@ -304,9 +304,6 @@ class Monitor:
             self.redis.zrem(keys.DEADLINES, member)
             return
         user, wid = keys.split_worker(holder)
-        self.collector.drain(user)  # its result may be waiting (a missed notification)
-        if not self.redis.zscore(keys.DEADLINES, member):
-            return
         if not self.redis.exists(keys.alive(user, wid)):
             self.collector.gone(holder, "vanished (heartbeat lost)")
             report.requeued.append(f"job {job_id} chunk {chunk_id}: holder {holder} gone")

@@ -35,12 +35,21 @@ def advertised(redis: Redis) -> dict[str, dict[str, str]]:
 
 
 def live_workers_by_task(redis: Redis) -> dict[str, dict[str, int]]:
-    """task name → {version: number of live workers advertising it}."""
+    """task name → {version: number of live workers advertising it}, from the running totals the
+    monitor keeps as workers join and leave (``version:<task>@<version>`` in ``hydra:counts``):
+    one read, whatever the number of workers."""
     counts: dict[str, Counter[str]] = {}
-    for tasks in advertised(redis).values():
-        for name, version in tasks.items():
-            counts.setdefault(name, Counter())[version] += 1
+    for field, value in redis.hgetall(keys.COUNTS).items():
+        kind, _, rest = field.decode(errors="replace").partition(":")
+        name, _, version = rest.rpartition("@")
+        if kind == "version" and name and int(float(value)) > 0:
+            counts.setdefault(name, Counter())[version] += int(float(value))
     return {name: dict(versions) for name, versions in counts.items()}
+
+
+def count_for(redis: Redis, task: str, version: str) -> int:
+    """How many live workers advertise ``task`` at ``version`` (one read)."""
+    return int(float(redis.hget(keys.COUNTS, f"version:{task}@{version}") or 0))
 
 
 def workers_for(redis: Redis, task: str, version: str) -> list[str]:
@@ -55,7 +64,7 @@ def waiting_detail(task: str, version: str) -> str:
 
 def submit_warning(redis: Redis, task: str, version: str) -> str | None:
     """A one-line warning for ``hydra submit`` when no live worker runs this task version, else None."""
-    if workers_for(redis, task, version):
+    if count_for(redis, task, version) > 0:
         return None
     others = live_workers_by_task(redis).get(task, {})
     if others:
@@ -69,4 +78,4 @@ def waiting_for(redis: Redis, record: dict) -> str | None:
     if record.get("state") not in ("queued", "running"):
         return None
     task, version = str(record.get("task")), str(record.get("version", ""))
-    return None if workers_for(redis, task, version) else waiting_detail(task, version)
+    return None if count_for(redis, task, version) > 0 else waiting_detail(task, version)
