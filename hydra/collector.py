@@ -52,6 +52,8 @@ MAX_OUTBOX = 1000
 MAX_STRIKES = 20
 STRIKE_WINDOW = 10.0
 BATCH = 100
+# Live workers one volunteer may have: a hello beyond it is refused (and counts as a strike).
+MAX_WORKERS = int(os.environ.get("HYDRA_MAX_WORKERS_PER_VOLUNTEER", "256"))
 RATE_HALF_LIFE = 4.0
 WORKER_RECORD_TTL = 24 * 3600
 
@@ -120,6 +122,7 @@ class Collector:
         if len(raw) > MAX_MESSAGE:
             self.cut_off(user, f"sent a message of {len(raw)} bytes (limit {MAX_MESSAGE})")
             return "cut off"
+        message: Any = {}
         try:
             header, _, blob = raw.partition(b"\n")
             if len(header) > MAX_HEADER:
@@ -145,7 +148,12 @@ class Collector:
                 return "bye"
             raise Refused(f"unknown message kind {str(kind)[:20]!r}")
         except Refused as exc:
-            return self.strike(user, str(exc))
+            outcome = self.strike(user, str(exc))
+            kind, wid = (message.get("t"), message.get("w")) if isinstance(message, dict) else (None, None)
+            if outcome != "cut off" and kind in ("result", "error") and WORKER_ID.fullmatch(str(wid)):
+                with contextlib.suppress(redis_lib.ResponseError):
+                    self.dispatcher.fill(keys.worker_name(user, str(wid)))  # room for new work
+            return outcome
         except Exception as exc:  # whatever a hostile message does, the trusted side goes on
             log.exception("collector: message from %s crashed its handler", user)
             return self.strike(user, f"message could not be handled ({type(exc).__name__})")
@@ -177,6 +185,8 @@ class Collector:
         if not re.fullmatch(r"[A-Za-z0-9_-]*", zone):
             raise Refused("hello: bad zone")
         host = re.sub(r"[^A-Za-z0-9._-]", "?", str(message.get("host", "?")))[:64]
+        if self.redis.zscore(keys.LIVE, name) is None and self.redis.scard(keys.user_workers(user)) >= MAX_WORKERS:
+            raise Refused(f"hello: more than {MAX_WORKERS} live workers for one volunteer")
         if self.redis.sismember(keys.QUARANTINE, user):
             self.redis.rpush(
                 keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "this volunteer is quarantined"})
@@ -246,15 +256,19 @@ class Collector:
                     pipe.hincrbyfloat(keys.COUNTS, field.decode(), -float(value))
                     pipe.zrem(keys.rates(field.decode()[5:]), name)
             pipe.execute()
-        requeued = 0
+        held = []
         for member in self.redis.smembers(keys.held(name)):
-            try:
-                job_id, chunk_id, nonce = keys.parse_assignment(member.decode())
-            except ValueError:
-                continue
+            with contextlib.suppress(ValueError):
+                held.append(keys.parse_assignment(member.decode()))
+        # Only the assignment the worker was given first can have been running: the other waited in
+        # its inbox, and a chunk that never ran must not count an attempt for its holder's death.
+        running = min(held, key=lambda a: self._assigned_at(name, *a), default=None)
+        requeued = 0
+        for job_id, chunk_id, nonce in held:
+            counts = count_attempt and (job_id, chunk_id, nonce) == running
             reply = self.scripts.requeue(
                 keys=[*job_script_keys(job_id), keys.held(name)],
-                args=[job_id, chunk_id, nonce, name, time.time(), f"worker {name} {reason}", int(count_attempt)],
+                args=[job_id, chunk_id, nonce, name, time.time(), f"worker {name} {reason}", int(counts), user],
             )
             requeued += int(reply[0]) in (1, 3)
             if int(reply[0]) == 2:
@@ -297,9 +311,10 @@ class Collector:
         try:
             job_id, chunk_id, nonce, chunk = self._assignment(name, message)
         except Refused as exc:
-            if "stale" in str(exc) or "no such chunk" in str(exc):
+            if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(message):
                 # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
-                # unless it repeats (the strike window counts it).
+                # unless it repeats (the strike window counts it). The worker has room again.
+                self.dispatcher.fill(name)
                 return self.strike(user, str(exc)) if self._stale_flood(user) else "stale"
             raise
         spec = self.dispatcher.spec(job_id)
@@ -404,6 +419,12 @@ class Collector:
             accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
         pipe.execute()
 
+    def _issued(self, message: dict[str, Any]) -> bool:
+        """Whether the assignment number a message quotes was ever given out for its job (a result
+        for one that never was is forged, not late)."""
+        issued = self.redis.hget(keys.job(str(message.get("job"))), "next_nonce")
+        return issued is not None and int(message.get("a", -1)) <= int(issued)
+
     def _stale_flood(self, user: str) -> bool:
         now = time.monotonic()
         recent = [t for t in self._strikes.get(f"stale:{user}", []) if now - t < STRIKE_WINDOW] + [now]
@@ -432,10 +453,19 @@ class Collector:
         self.dispatcher.fill(name)
         return "error"
 
+    def _assigned_at(self, name: str, job_id: str, chunk_id: int, nonce: int) -> float:
+        """When ``name`` was given this assignment (from the chunk's holders); +inf if unknown."""
+        raw = self.redis.hget(keys.chunks(job_id), chunk_id)
+        try:
+            holder = (json.loads(raw).get("holders") or {}).get(name) if raw else None
+            return float(holder["at"]) if holder and int(holder.get("nonce", -1)) == nonce else float("inf")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return float("inf")
+
     def _requeue(self, job_id: str, chunk_id: str, nonce: int, name: str, reason: str, *, count_attempt: bool) -> int:
         reply = self.scripts.requeue(
             keys=[*job_script_keys(job_id), keys.held(name)],
-            args=[job_id, chunk_id, nonce, name, time.time(), reason, int(count_attempt)],
+            args=[job_id, chunk_id, nonce, name, time.time(), reason, int(count_attempt), keys.split_worker(name)[0]],
         )
         outcome = int(reply[0])
         if outcome == 2:

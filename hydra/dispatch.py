@@ -236,13 +236,16 @@ class Dispatcher:
         )
 
     def _give_pending(self, view: WorkerView, spec: JobSpec, position: int, chunk_id: str, claimed: int) -> bool:
-        for attempt in range(3):  # another dispatcher may move the head between our read and our write
+        tried: set[str] = set()
+        for attempt in range(4):  # another dispatcher may move the head; a chunk this volunteer failed is skipped
             if attempt:
-                head = self.redis.zrange(keys.pending(spec.job_id), 0, 0)
-                if not head:
+                heads = [h.decode() for h in self.redis.zrange(keys.pending(spec.job_id), 0, 7)]
+                heads = [h for h in heads if h not in tried]
+                if not heads:
                     return False
-                chunk_id = head[0].decode()
+                chunk_id = heads[0]
                 claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
+            tried.add(chunk_id)
             raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
             if raw is None:
                 continue
@@ -255,6 +258,8 @@ class Dispatcher:
                 return True
             if reply[1] in (b"ended", b"quarantined"):
                 return False
+            if reply[1] == b"moved":
+                tried.discard(chunk_id)
         return False
 
     def _take(self, view: WorkerView, spec: JobSpec, first: int, count: int, claimed: int | None = None) -> int:

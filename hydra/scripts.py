@@ -98,6 +98,7 @@ if ARGV[3] == 'copy' then
   if c.state == 'running' and c.results == nil then redis.call('ZREM', KEYS[4], id) end
 else
   if c.state ~= 'pending' or c.first ~= tonumber(ARGV[4]) then return {'no', 'moved'} end
+  if c.failed_by and c.failed_by[ARGV[7]] then return {'no', 'failed here'} end
   local take = math.min(math.max(tonumber(ARGV[5]), 1), c.count)
   if take < c.count then
     local rest = {first = c.first + take, count = c.count - take, state = 'pending', attempt = 0}
@@ -235,7 +236,9 @@ return reply
 """
 )
 
-# ARGV: job, chunk, nonce, worker, now, reason, count_attempt ('0'/'1')
+# ARGV: job, chunk, nonce, worker, now, reason, count_attempt ('0'/'1'), user
+# An attempt counts once per volunteer (``failed_by``), and ASSIGN never gives the chunk back to a
+# volunteer that failed it: no single volunteer can fail someone else's job by failing its chunks.
 # Extra KEYS: 14 hydra:held:<worker>
 # The worker lost its assignment (it died, was cut off, or its kernel raised). A chunk that
 # nobody else holds goes back to pending. Returns {0} (nothing to do), {1} (pending again),
@@ -252,7 +255,15 @@ local c = cjson.decode(raw)
 local h = (c.holders or {})[ARGV[4]]
 if not h or fmt(h.nonce) ~= ARGV[3] then return {0} end
 c.holders[ARGV[4]] = nil
-if ARGV[7] == '1' then c.attempt = c.attempt + 1 end
+if ARGV[7] == '1' and ARGV[8] and ARGV[8] ~= '' then
+  c.failed_by = c.failed_by or {}
+  if not c.failed_by[ARGV[8]] then
+    c.failed_by[ARGV[8]] = true
+    c.attempt = c.attempt + 1
+  end
+elseif ARGV[7] == '1' then
+  c.attempt = c.attempt + 1
+end
 local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts'))
 if c.attempt >= max_attempts then
   finish('failed', ARGV[5], 'chunk ' .. ARGV[2] .. ' failed ' .. c.attempt .. ' times: ' .. ARGV[6])

@@ -50,6 +50,10 @@ WORKER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A descriptor larger than this is not one the monitor writes.
 MAX_DESCRIPTOR = 64 * 1024
 DEFAULT_MEMORY_CAP = 2 * 1024**3
+# A chunk expected to run longer than this is refused (the monitor sizes chunks to seconds). Before
+# a worker has measured itself it assumes a fast machine, so only absurd chunks are refused.
+DEFAULT_TIME_CAP = 3600.0
+ASSUMED_FAST_RATE = 1e10
 REDIS_PATIENCE = 300.0
 
 
@@ -100,6 +104,8 @@ class Volunteer:
         self.alive = keys.alive(self.user, self.wid)
         self.device = pick_device(device)
         self.memory_cap = int(os.environ.get("HYDRA_MAX_CHUNK_MEMORY", DEFAULT_MEMORY_CAP))
+        self.time_cap = float(os.environ.get("HYDRA_MAX_CHUNK_SECONDS", DEFAULT_TIME_CAP))
+        self.rates: dict[str, float] = {}  # this worker's own speed per task (work/s), for the time cap
         self.heartbeat = 1.0
         self.stopping = threading.Event()
         self.welcomed = threading.Event()
@@ -216,6 +222,9 @@ class Volunteer:
         except Exception as exc:
             self._report_error(message, f"{type(exc).__name__}: {exc}")
             return
+        seconds = time.perf_counter() - started
+        with contextlib.suppress(Exception):
+            self.rates[task.name] = max(task.work(params, b"", first, count) / max(seconds, 1e-6), 1.0)
         header = {
             "t": "result",
             "w": self.wid,
@@ -256,6 +265,15 @@ class Volunteer:
             raise InvalidInput("unit range outside the job")
         if task.chunk_memory(params, count) > self.memory_cap:
             raise InvalidInput(f"chunk needs more memory than this worker's cap ({self.memory_cap} bytes)")
+        try:  # tasks whose cost needs the job's sizing data cannot say here; their chunks are sized anyway
+            work = task.work(params, b"", first, count)
+        except Exception:
+            work = 0.0
+        rate = self.rates.get(task.name, ASSUMED_FAST_RATE)
+        if work / rate > self.time_cap:
+            raise InvalidInput(
+                f"chunk would run about {work / rate:.0f} s, over this worker's cap ({self.time_cap:.0f} s)"
+            )
         return task, params, message["seed"], first, count
 
     def _report_error(self, message: dict[str, Any], reason: str) -> None:

@@ -19,7 +19,7 @@ def test_a_tenth_speed_worker_does_about_a_tenth_of_the_work(client, cluster_fac
     names = cluster.wait_for_workers(2)
     warm = submit(client, "pi", {"samples": "2e8", "seed": 1}, SubmitOptions(chunk_seconds=0.5))
     wait_for_job(client, warm, timeout=120)
-    samples, seed = 4_000_000_000, 21
+    samples, seed = 20_000_000_000, 21  # long enough that the tail does not decide the shares
     job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=0.5))
     assert wait_for_job(client, job_id, timeout=300)["state"] == "done"
     assert result_of(client, job_id)["inside"] == count_inside_samples(seed, 0, samples)

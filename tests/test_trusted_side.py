@@ -201,11 +201,18 @@ def test_a_dead_worker_gives_its_chunks_back_and_attempts_fail_a_poison_chunk(cl
     job_id = pi_job(client, max_attempts=2)
     a = FakeWorker(collector, "alice")
     a.hello()
+    first = a.inbox()[1]
     assert collector.gone(a.name, "vanished") == 2
-    assert int(read_job(client, job_id)["requeued"]) == 2
-    a.hello()
-    chunk = a.take()
-    a.send({"t": "error", "w": a.wid, "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"], "reason": "boom"})
+    record = read_job(client, job_id)
+    assert int(record["requeued"]) == 2
+    # Only the chunk that was running counts an attempt (the other waited in the inbox).
+    attempts = {c["first"]: c["attempt"] for c in map(json.loads, client.hvals(keys.chunks(job_id)))}
+    assert attempts[first["first"]] == 1 and sum(attempts.values()) == 1
+    b = FakeWorker(collector, "bob")
+    b.hello()
+    chunk = b.take()
+    assert chunk["first"] == first["first"]
+    b.send({"t": "error", "w": b.wid, "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"], "reason": "boom"})
     record = read_job(client, job_id)
     assert record["state"] == "failed" and "failed 2 times" in record["error"]
     assert client.zcard(keys.DEADLINES) == 0
@@ -276,3 +283,53 @@ def test_a_malformed_job_record_is_set_aside_by_status_page_and_monitor(redis_se
     for _ in range(3):
         assert monitor.run_pass().acted
     assert worker.take()["job"] == good  # the bad job is skipped, the good one served
+
+
+def test_one_volunteer_cannot_fail_a_job_by_failing_its_chunks(client, collector):
+    job_id = pi_job(client, max_attempts=2)
+    mallory = FakeWorker(collector, "mallory")
+    mallory.hello()
+    for _ in range(5):  # errors on everything it is given
+        chunk = mallory.take()
+        if chunk is None:
+            break
+        mallory.send(
+            {"t": "error", "w": "w1", "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"], "reason": "no"}
+        )
+    assert read_job(client, job_id)["state"] == "running"  # one attempt per volunteer per chunk
+    honest = FakeWorker(collector, "alice")
+    honest.hello()
+    run_to_end([honest])
+    assert read_job(client, job_id)["state"] == "done"
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
+
+
+def test_a_worker_whose_job_ended_gets_work_again(client, collector):
+    first = pi_job(client)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    chunk = alice.take()
+    cancel(client, first)
+    second = pi_job(client)
+    collector.dispatcher.forget_active()
+    assert alice.answer(chunk) == "stale"  # its late result is ignored, and it has room again
+    assert any(m["t"] == "chunk" and m["job"] == second for m in alice.inbox())
+
+
+def test_a_result_quoting_an_assignment_never_given_is_refused_and_recorded(client, collector):
+    job_id = pi_job(client)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    chunk = alice.take()
+    assert alice.answer({**chunk, "a": 10**6}) == "refused"
+    assert b"was not assigned" in b" ".join(client.lrange(keys.ERRORS, 0, -1))
+    assert read_job(client, job_id)["units_done"] == 0
+
+
+def test_hellos_beyond_the_workers_cap_are_refused(client, collector, monkeypatch):
+    from hydra import collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_WORKERS", 3)
+    outcomes = [FakeWorker(collector, "hydra-heads", f"h{i}").hello() for i in range(5)]
+    assert outcomes == ["hello"] * 3 + ["refused"] * 2
+    assert client.scard(keys.user_workers("hydra-heads")) == 3

@@ -47,7 +47,7 @@ def test_volunteer_keys_parse_back_and_nothing_else_does():
 
 def volunteer() -> Volunteer:
     v = object.__new__(Volunteer)  # no Redis needed to check descriptors
-    v.memory_cap = 10**8
+    v.memory_cap, v.time_cap, v.rates = 10**8, 3600.0, {}
     return v
 
 
@@ -118,3 +118,9 @@ def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
     fake.hset(keys.job(spec.job_id), "units_claimed", units - 100)
     dispatcher._cluster_rates.clear()
     assert dispatcher._take(fast, spec, units - 100, 100) < 100  # the tail: half the time left
+
+
+def test_a_chunk_that_would_run_for_days_is_refused():
+    days = {**GOOD, "params": {"samples": 10**16, "seed": 1}, "first": 0, "count": 10**16 // 2**20}
+    with pytest.raises(InvalidInput, match="cap"):
+        volunteer().check(days)
