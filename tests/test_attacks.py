@@ -146,9 +146,9 @@ def test_forged_results_cannot_be_written_by_any_command(site):
 
 def test_forged_result_messages_are_refused_and_recorded(site):
     """Results pushed by hand for chunks the attacker does hold: impossible sums, blobs, bad types."""
-    job_id = site.submit_pi(SAMPLES, 12, max_attempts=50)
     forger = HandWorker(site.credential("forger"))
     forger.hello()
+    job_id = site.submit_pi(SAMPLES, 12, max_attempts=50, speculate=False)
     forgeries = [
         ({"inside": 16 * BLOCK + 1}, b"", "out of range"),
         ({"inside": -1}, b"", "out of range"),
@@ -222,7 +222,7 @@ def test_claiming_chunks_and_sitting_on_them_while_heartbeating_holds_nothing_ho
     sitters = [HandWorker(site.credential("sitter"), f"s{i}") for i in range(4)]
     for sitter in sitters:
         sitter.hello()
-    job_id = site.submit_pi(SAMPLES, 22)
+    job_id = site.submit_pi(SAMPLES, 22, speculate=False)  # no tail copies: the deadlines must do it
     started = time.monotonic()
 
     def ended() -> bool:
@@ -243,7 +243,7 @@ def test_claiming_chunks_and_sitting_on_them_while_heartbeating_holds_nothing_ho
 def test_a_volunteer_cannot_fail_someone_elses_job_by_refusing_its_chunks(site, how):
     """Every chunk it is given comes back as a kernel error (or a refused result): the job must not
     fail for it (attempts are for honest faults, not for one volunteer's say-so)."""
-    job_id = site.submit_pi(SAMPLES, 23)  # the default max_attempts (3)
+    job_id = site.submit_pi(SAMPLES, 23, chunk_units=4)  # 40 chunks, the default max_attempts (3)
     saboteur = HandWorker(site.credential(f"saboteur-{how.replace(' ', '')}"))
     saboteur.hello()
     sabotaged, deadline = 0, time.monotonic() + 120
@@ -348,28 +348,34 @@ def test_a_message_larger_than_any_result_cuts_the_volunteer_off(site):
     big.close()
 
 
-def test_a_hello_flood_of_made_up_workers_is_bounded(site):
-    """Each hello makes the trusted side create keys; a volunteer must not grow them without bound."""
-    user = "volunteer-hydra-heads"
-    heads = HandWorker(site.credential("hydra-heads"))
-    before = int(site.admin.info("memory")["used_memory"])
-    sent = 0
-    for batch in range(10):
-        pipe = heads.redis.pipeline(transaction=False)
-        for i in range(200):
-            hello = {"t": "hello", "w": f"h{batch}-{i}", "tasks": {"pi": "1"}, "device": "cpu", "zone": ""}
-            pipe.rpush(heads.outbox, json.dumps(hello).encode() + b"\n")
-        try:
-            pipe.execute()
-        except (redis_lib.ConnectionError, redis_lib.AuthenticationError, redis_lib.ResponseError):
-            break
-        sent += 200
-        wait_until(lambda: site.admin.llen(heads.outbox) == 0, 60, what="the hellos handled")
-    grown = int(site.admin.info("memory")["used_memory"]) - before
-    workers = int(site.admin.scard(keys.user_workers(user)))
-    print(f"{sent} hellos: {workers} live workers of one volunteer, Redis grew by {grown / 1e6:.1f} MB")
-    assert cut_off(site.admin, user) or workers <= 1000
-    heads.close()
+def test_a_hello_flood_of_made_up_workers_is_bounded(tmp_path):
+    """Each hello makes the trusted side create keys and hand out chunks; a volunteer must not grow
+    them without bound (its own deployment: the made-up workers would starve the other tests)."""
+    with deployment(tmp_path) as site:
+        site.honest_worker("alice")
+        site.wait_for_workers_of("alice")
+        user = "volunteer-hydra-heads"
+        heads = HandWorker(site.credential("hydra-heads"))
+        before = int(site.admin.info("memory")["used_memory"])
+        sent = 0
+        for batch in range(10):
+            pipe = heads.redis.pipeline(transaction=False)
+            for i in range(200):
+                hello = {"t": "hello", "w": f"h{batch}-{i}", "tasks": {"pi": "1"}, "device": "cpu", "zone": ""}
+                pipe.rpush(heads.outbox, json.dumps(hello).encode() + b"\n")
+            try:
+                pipe.execute()
+            except (redis_lib.ConnectionError, redis_lib.AuthenticationError, redis_lib.ResponseError):
+                break
+            sent += 200
+            wait_until(lambda: site.admin.llen(heads.outbox) == 0, 60, what="the hellos handled")
+        grown = int(site.admin.info("memory")["used_memory"]) - before
+        workers = int(site.admin.scard(keys.user_workers(user)))
+        print(f"{sent} hellos: {workers} live workers of one volunteer, Redis grew by {grown / 1e6:.1f} MB")
+        job_id = site.submit_pi(SAMPLES, 35)
+        site.assert_pi_exact(job_id, SAMPLES, 35)
+        assert cut_off(site.admin, user) or workers <= 1000
+        heads.close()
 
 
 def test_malformed_records_crash_nothing(site):
@@ -590,10 +596,13 @@ def test_a_decompression_bomb_in_a_mandelbrot_stripe_is_refused(site, tmp_path):
 
     task = MandelbrotTask()
     params = task.parse({"width": 256, "height": 32, "max_iter": 300})
-    job_id = submit(site.admin, "mandelbrot", params, SubmitOptions(chunk_units=4, max_attempts=50))
+    bombs = ((_bomb(512 << 20), "over the chunk's bound"), (_bomb(2 << 20), "does not hold its rows"))
+    # No tail copies: the honest workers must not finish the bomber's stripes before it answers.
+    options = SubmitOptions(chunk_units=4, max_attempts=50, speculate=False)
     bomber = HandWorker(site.credential("bomber"))
     bomber.hello()
-    for payload, why in ((_bomb(512 << 20), "over the chunk's bound"), (_bomb(2 << 20), "does not hold its rows")):
+    job_id = submit(site.admin, "mandelbrot", params, options)
+    for payload, why in bombs:
         chunk = bomber.next_chunk(job=job_id)
         header = struct.pack("<QQ", chunk["first"], chunk["count"])
         bomber.result(chunk, {"iterations": 1}, header + payload)
