@@ -39,7 +39,6 @@ from tests.attack_helpers import (
     HandWorker,
     cut_off,
     deployment,
-    exact_inside,
     redis7_handshake_gap,
     refused_for,
     wait_gone,
@@ -243,7 +242,9 @@ def test_claiming_chunks_and_sitting_on_them_while_heartbeating_holds_nothing_ho
 def test_a_volunteer_cannot_fail_someone_elses_job_by_refusing_its_chunks(site, how):
     """Every chunk it is given comes back as a kernel error (or a refused result): the job must not
     fail for it (attempts are for honest faults, not for one volunteer's say-so)."""
-    job_id = site.submit_pi(SAMPLES, 23, chunk_units=4)  # 40 chunks, the default max_attempts (3)
+    # The default max_attempts (3); chunks of about a second keep the honest workers busy, so a
+    # requeued chunk goes straight back to the saboteur.
+    job_id = site.submit_pi(SAMPLES, 23)
     saboteur = HandWorker(site.credential(f"saboteur-{how.replace(' ', '')}"))
     saboteur.hello()
     sabotaged, deadline = 0, time.monotonic() + 120
