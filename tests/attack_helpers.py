@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ class Deployment:
 
     def stop(self) -> None:
         if self.cluster:
+            for log in self.cluster.directory.glob("*.log"):  # kept for a failing test's reader
+                shutil.copy(log, self.directory / log.name)
             self.cluster.stop()
         if self.admin:
             self.admin.close()
@@ -152,6 +155,19 @@ class HandWorker:
         self.inbox = keys.inbox(self.user, wid)
         self.alive = keys.alive(self.user, wid)
         self.chunks: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    def keep_beating(self) -> None:
+        """Heartbeat in the background, as a real worker does (so slow test steps do not kill it)."""
+
+        def run() -> None:
+            while not self._stop.wait(0.5):
+                with contextlib.suppress(redis_lib.RedisError):
+                    self.beat()
+
+        self._beater = threading.Thread(target=run, daemon=True)
+        self._beater.start()
 
     def push(self, raw: bytes) -> None:
         self.redis.rpush(self.outbox, raw)
@@ -159,12 +175,14 @@ class HandWorker:
     def send(self, header: dict[str, Any], blob: bytes = b"") -> None:
         self.push(json.dumps(header).encode() + b"\n" + blob)
 
-    def hello(self, tasks: dict[str, str] | None = None, timeout: float = 30) -> None:
+    def hello(self, tasks: dict[str, str] | None = None, timeout: float = 30, *, beating: bool = True) -> None:
         from hydra.tasks import TASKS
 
         tasks = tasks if tasks is not None else {n: t.version for n, t in TASKS.items()}
         self.send({"t": "hello", "w": self.wid, "tasks": tasks, "device": "cpu", "zone": "", "host": "evil"})
         wait_until(lambda: self._read_until("welcome"), timeout, what=f"welcome for {self.name}")
+        if beating and self._beater is None:
+            self.keep_beating()
 
     def _read_until(self, kind: str) -> bool:
         raw = self.redis.lpop(self.inbox)
@@ -198,6 +216,9 @@ class HandWorker:
         self.send({**header, "sums": sums, "seconds": 0.1, **extra}, blob)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beater:
+            self._beater.join()
         with contextlib.suppress(Exception):
             self.redis.close()
 

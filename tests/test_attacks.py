@@ -29,7 +29,7 @@ from hydra.collector import MAX_MESSAGE, Collector
 from hydra.errors import InvalidInput
 from hydra.kernels.pi import BLOCK
 from hydra.local import RedisServer, spawn, stop_process
-from hydra.queue import SubmitOptions, read_job, submit
+from hydra.queue import SubmitOptions, cancel, read_job, submit
 from hydra.settings import Settings
 from hydra.tasks import TASKS
 from hydra.worker import Volunteer
@@ -239,33 +239,52 @@ def test_claiming_chunks_and_sitting_on_them_while_heartbeating_holds_nothing_ho
 
 
 @pytest.mark.parametrize("how", ["error", "bad sums"])
-def test_a_volunteer_cannot_fail_someone_elses_job_by_refusing_its_chunks(site, how):
+def test_a_volunteer_cannot_fail_someone_elses_job_by_refusing_its_chunks(tmp_path, how):
     """Every chunk it is given comes back as a kernel error (or a refused result): the job must not
-    fail for it (attempts are for honest faults, not for one volunteer's say-so)."""
-    # The default max_attempts (3); chunks of about a second keep the honest workers busy, so a
-    # requeued chunk goes straight back to the saboteur.
-    job_id = site.submit_pi(SAMPLES, 23)
-    saboteur = HandWorker(site.credential(f"saboteur-{how.replace(' ', '')}"))
-    saboteur.hello()
-    sabotaged, deadline = 0, time.monotonic() + 120
-    while read_job(site.admin, job_id)["state"] in ("queued", "running") and time.monotonic() < deadline:
-        saboteur.beat()
-        item = saboteur.redis.blpop([saboteur.inbox], timeout=0.2)
-        if item is None:
-            continue
-        message = json.loads(item[1])
-        if message.get("t") != "chunk":
-            continue
-        sabotaged += 1
-        if how == "error":
-            header = {"t": "error", "w": saboteur.wid, "job": message["job"], "chunk": message["chunk"]}
-            saboteur.send({**header, "a": message["a"], "reason": "RuntimeError: no"})
-        else:
-            saboteur.result(message, {"inside": -1})
-    print(f"{how}: the saboteur sent back {sabotaged} chunk(s)")
-    assert sabotaged > 0
-    site.assert_pi_exact(job_id, SAMPLES, 23)
-    saboteur.close()
+    fail for it (attempts are for honest faults, not for one volunteer's say-so). Its own deployment:
+    a failed job leaves the honest workers without work (see the test after this one)."""
+    with deployment(tmp_path) as site:
+        site.honest_worker("alice")
+        site.honest_worker("bob")
+        site.wait_for_workers_of("alice")
+        site.wait_for_workers_of("bob")
+        saboteur = HandWorker(site.credential("saboteur"))
+        saboteur.hello()
+        # The default max_attempts (3); chunks of about a second keep the honest workers busy, so a
+        # requeued chunk goes straight back to the saboteur.
+        job_id = site.submit_pi(SAMPLES, 23)
+        sabotaged, deadline = 0, time.monotonic() + 120
+        while read_job(site.admin, job_id)["state"] in ("queued", "running") and time.monotonic() < deadline:
+            item = saboteur.redis.blpop([saboteur.inbox], timeout=0.2)
+            if item is None:
+                continue
+            message = json.loads(item[1])
+            if message.get("t") != "chunk":
+                continue
+            sabotaged += 1
+            if how == "error":
+                header = {"t": "error", "w": saboteur.wid, "job": message["job"], "chunk": message["chunk"]}
+                saboteur.send({**header, "a": message["a"], "reason": "RuntimeError: no"})
+            else:
+                saboteur.result(message, {"inside": -1})
+        print(f"{how}: the saboteur sent back {sabotaged} chunk(s)")
+        assert sabotaged > 0
+        site.assert_pi_exact(job_id, SAMPLES, 23)
+        saboteur.close()
+
+
+def test_workers_whose_chunks_were_taken_away_get_work_again(tmp_path):
+    """A job ends (here: cancelled by the operator) while honest workers hold its chunks: their late
+    results are stale, and they must still be given the next job's chunks."""
+    with deployment(tmp_path) as site:
+        site.honest_worker("alice")
+        site.wait_for_workers_of("alice")
+        (alice,) = site.workers_of("alice")
+        first = site.submit_pi(10 * SAMPLES, 24)
+        wait_until(lambda: site.admin.scard(keys.held(alice)) == 2, 30, what="alice holding two chunks")
+        assert cancel(site.admin, first)
+        second = site.submit_pi(SAMPLES, 25)
+        site.assert_pi_exact(second, SAMPLES, 25, timeout=60)
 
 
 # -- the cluster stopped -----------------------------------------------------------------------------------
