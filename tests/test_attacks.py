@@ -147,7 +147,8 @@ def test_forged_result_messages_are_refused_and_recorded(site):
     """Results pushed by hand for chunks the attacker does hold: impossible sums, blobs, bad types."""
     forger = HandWorker(site.credential("forger"))
     forger.hello()
-    job_id = site.submit_pi(SAMPLES, 12, max_attempts=50, speculate=False)
+    # 40 chunks: pending work remains while the forger sends its eight forgeries.
+    job_id = site.submit_pi(4 * SAMPLES, 12, max_attempts=50, speculate=False)
     forgeries = [
         ({"inside": 16 * BLOCK + 1}, b"", "out of range"),
         ({"inside": -1}, b"", "out of range"),
@@ -162,7 +163,7 @@ def test_forged_result_messages_are_refused_and_recorded(site):
         chunk = forger.next_chunk(job=job_id)
         forger.result(chunk, sums, blob)
         wait_until(lambda w=why: refused_for(site.errors(), forger.user, w), 30, what=f"refusal: {why}")
-    site.assert_pi_exact(job_id, SAMPLES, 12)
+    site.assert_pi_exact(job_id, 4 * SAMPLES, 12)
     assert site.admin.hget(keys.job_workers(job_id), forger.user) is None
     forger.close()
 
