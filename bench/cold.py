@@ -37,7 +37,7 @@ IMPORTS = {
     "hydra.monitor (monitor process)": "import hydra.monitor, hydra.events",
     "rq + hydra.worker (worker process, numba included)": "import rq.cli, hydra.worker",
     "numba": "import numba",
-    "kernel loaded from numba's cache": "from hydra.kernels.pi import count_inside_samples as f; f(0, 0, 1)",
+    "kernel loaded from numba's cache": "from hydra.tasks.pi.kernel import count_inside_samples as f; f(0, 0, 1)",
     "web.server (page process)": "import web.server",
     "dask.distributed": "import dask.distributed",
 }
@@ -47,7 +47,7 @@ IMPORTS = {
 
 
 def _share(args: tuple[int, int, int]) -> int:
-    from hydra.kernels.pi import count_inside_samples
+    from hydra.tasks.pi.kernel import count_inside_samples
 
     return count_inside_samples(*args)
 

@@ -104,6 +104,9 @@ class Collector:
             return 0
         box = keys.outbox(user)
         handled = 0
+        if self.redis.hexists(keys.CUTOFF, user):  # what it pushed before its connections closed
+            self.redis.delete(box)
+            return 0
         if self.redis.llen(box) > MAX_OUTBOX:
             self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
             return 0
