@@ -251,13 +251,13 @@ def loadavg() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark runs")
-    parser.add_argument("--samples", default=None, help="π samples per job (default 1e11, quick 3e9)")
+    parser.add_argument("--samples", default=None, help="π samples per job (default 1e11, quick 8e9)")
     parser.add_argument("--kill-every", type=float, default=None, help="seconds between kills (default 4, quick 0.4)")
     parser.add_argument(
         "--join-at", type=float, default=None, help="seconds until the joiner starts (default 5, quick 0.3)"
     )
     args = parser.parse_args(argv)
-    samples = parse_count("samples", args.samples or ("3e9" if args.quick else "1e11"), low=BLOCK, high=10**14)
+    samples = parse_count("samples", args.samples or ("8e9" if args.quick else "1e11"), low=BLOCK, high=10**14)
     kill_every = args.kill_every or (0.4 if args.quick else 4.0)
     join_at = args.join_at or (0.3 if args.quick else 5.0)
     if kill_every <= 0 or join_at < 0:

@@ -53,6 +53,7 @@ DUE_PER_PASS = 500
 # over several passes; each result also tops its own worker up).
 IDLE_BUDGET = 0.005
 HOUSEKEEPING_SECONDS = 60.0
+NOTIFY_CHECK_SECONDS = 2.0
 # Keyspace notifications the monitor needs: K (keyspace channels, so it subscribes to volunteers'
 # outboxes and heartbeats only), l (list commands), x (expired keys).
 NOTIFY_FLAGS = "Klx"
@@ -142,13 +143,18 @@ class PassReport:
     seconds: float = 0.0
 
 
-def enable_notifications(redis: Redis) -> None:
-    """Make Redis publish the events the monitor reacts to (merged with what is configured)."""
+def enable_notifications(redis: Redis) -> bool:
+    """Make Redis publish the events the monitor reacts to (merged with what is configured).
+    Returns True if they were off (a new or restarted Redis: messages may have been missed)."""
     try:
         current = redis.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+        if isinstance(current, bytes):
+            current = current.decode()
         wanted = "".join(sorted(set(current) | set(NOTIFY_FLAGS)))
         if set(NOTIFY_FLAGS) - set(current.replace("A", "g$lshzxe")):
             redis.config_set("notify-keyspace-events", wanted)
+            return True
+        return False
     except redis_lib.ResponseError as exc:
         raise HydraError(
             f"the monitor needs notify-keyspace-events to include {NOTIFY_FLAGS} (set it in redis.conf): {exc}"
@@ -167,6 +173,7 @@ class Monitor:
         self.db = int(redis.connection_pool.connection_kwargs.get("db", 0) or 0)
         self._lease = redis.register_script(_EXTEND_LEASE)
         self._last_housekeeping = 0.0
+        self._last_notify_check = time.time()
         self._last_summary = 0.0
         self._last_done: dict[str, float] = {}
         self._active_before: set[str] = set()
@@ -260,6 +267,13 @@ class Monitor:
             return report
         report.acted = True
         now = time.time()
+        if now - self._last_notify_check > NOTIFY_CHECK_SECONDS:
+            # A Redis restart resets notifications (unless redis.conf sets them), and clients
+            # reconnect without a word: catch that here, and read what was pushed meanwhile.
+            self._last_notify_check = now
+            if enable_notifications(self.redis):
+                log.warning("monitor: Redis lost its notification settings (restarted?); reading every outbox")
+                self.sweep()
         self._check_deadlines(now, report)
         self._safely(self.dispatcher.serve_idle, 1000, IDLE_BUDGET)
         for user in (u.decode() for u in self.redis.smembers(keys.QUARANTINE)):

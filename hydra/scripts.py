@@ -98,7 +98,11 @@ if ARGV[3] == 'copy' then
   if c.state == 'running' and c.results == nil then redis.call('ZREM', KEYS[4], id) end
 else
   if c.state ~= 'pending' or c.first ~= tonumber(ARGV[4]) then return {'no', 'moved'} end
-  if c.failed_by and c.failed_by[ARGV[7]] then return {'no', 'failed here'} end
+  -- A volunteer that just failed this chunk gets it back only after a grace period (another
+  -- volunteer takes it meanwhile), so one volunteer cannot fail a job, yet a lone one still can
+  -- find a chunk that always fails.
+  local failed = c.failed_by and c.failed_by[ARGV[7]]
+  if failed and tonumber(ARGV[8]) - failed < 5 then return {'no', 'failed here'} end
   local take = math.min(math.max(tonumber(ARGV[5]), 1), c.count)
   if take < c.count then
     local rest = {first = c.first + take, count = c.count - take, state = 'pending', attempt = 0}
@@ -237,8 +241,8 @@ return reply
 )
 
 # ARGV: job, chunk, nonce, worker, now, reason, count_attempt ('0'/'1'), user
-# An attempt counts once per volunteer (``failed_by``), and ASSIGN never gives the chunk back to a
-# volunteer that failed it: no single volunteer can fail someone else's job by failing its chunks.
+# ``failed_by`` remembers when each volunteer failed the chunk: ASSIGN gives it to another volunteer
+# first, so no single volunteer can fail someone else's job by failing its chunks.
 # Extra KEYS: 14 hydra:held:<worker>
 # The worker lost its assignment (it died, was cut off, or its kernel raised). A chunk that
 # nobody else holds goes back to pending. Returns {0} (nothing to do), {1} (pending again),
@@ -255,14 +259,12 @@ local c = cjson.decode(raw)
 local h = (c.holders or {})[ARGV[4]]
 if not h or fmt(h.nonce) ~= ARGV[3] then return {0} end
 c.holders[ARGV[4]] = nil
-if ARGV[7] == '1' and ARGV[8] and ARGV[8] ~= '' then
-  c.failed_by = c.failed_by or {}
-  if not c.failed_by[ARGV[8]] then
-    c.failed_by[ARGV[8]] = true
-    c.attempt = c.attempt + 1
-  end
-elseif ARGV[7] == '1' then
+if ARGV[7] == '1' then
   c.attempt = c.attempt + 1
+  if ARGV[8] and ARGV[8] ~= '' then
+    c.failed_by = c.failed_by or {}
+    c.failed_by[ARGV[8]] = tonumber(ARGV[5])
+  end
 end
 local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts'))
 if c.attempt >= max_attempts then
