@@ -130,11 +130,11 @@ def test_killed_monitor_and_killed_signer_leave_no_duplicate_or_missing_grant(cl
     env = {**os.environ, "HYDRA_LEDGER_KEY": str(key_path)}
     killed = 0
     while read_job(client, job_id)["state"] != "done":
-        monitor = cluster.others[0]
+        monitor = cluster.monitors[0]
         if monitor.poll() is None and killed < 2 and int(read_job(client, job_id).get("units_done", 0)) > 0:
             monitor.send_signal(signal.SIGKILL)  # the trusted side dies mid-job; another takes over
             monitor.wait()
-            cluster.others[0] = _monitor(cluster)
+            cluster.monitors[0] = _monitor(cluster)
             killed += 1
         proc = subprocess.Popen(signer, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         time.sleep(0.15)  # not synchronisation: a random moment to kill the signer at
