@@ -54,6 +54,7 @@ DUE_PER_PASS = 500
 IDLE_BUDGET = 0.005
 HOUSEKEEPING_SECONDS = 60.0
 NOTIFY_CHECK_SECONDS = 2.0
+THROUGHPUT_WINDOW = 5.0
 # Keyspace notifications the monitor needs: K (keyspace channels, so it subscribes to volunteers'
 # outboxes and heartbeats only), l (list commands), x (expired keys).
 NOTIFY_FLAGS = "Klx"
@@ -175,7 +176,7 @@ class Monitor:
         self._last_housekeeping = 0.0
         self._last_notify_check = time.time()
         self._last_summary = 0.0
-        self._last_done: dict[str, float] = {}
+        self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
         self._active_before: set[str] = set()
         self.longest_pass = 0.0
         from hydra import ledger
@@ -374,13 +375,17 @@ class Monitor:
         summary = worker_summary(self.redis)
         self.events.emit("workers", summary)
         done = {k.decode()[5:]: float(v) for k, v in self.redis.hgetall(keys.COUNTS).items() if k.startswith(b"done:")}
-        elapsed = now - self._last_summary
-        throughput = {
-            unit: max(0.0, (value - self._last_done[unit]) / elapsed)
-            for unit, value in done.items()
-            if unit in self._last_done
-        }
-        self._last_done, self._last_summary = done, now
+        # Throughput over the last few seconds: results land once per chunk (seconds apart), so a
+        # one-second window would read zero between them.
+        self._history.append((now, done))
+        while len(self._history) > 2 and now - self._history[1][0] >= THROUGHPUT_WINDOW:
+            self._history.popleft()
+        throughput = {}
+        for unit, value in done.items():
+            then, before = next(((t, d[unit]) for t, d in self._history if unit in d), (now, value))
+            if now > then:
+                throughput[unit] = max(0.0, (value - before) / (now - then))
+        self._last_summary = now
         self.events.emit("cluster", {"time": time.time(), "workers": summary["count"], "throughput": throughput})
 
     def _housekeeping(self) -> None:
