@@ -127,10 +127,10 @@ class Dispatcher:
         return self._view(name, self.redis.hgetall(keys.worker(name)))
 
     @staticmethod
-    def _view(name: str, info: dict[bytes, bytes]) -> WorkerView | None:
-        if not info:
+    def _view(name: str, raw: dict[bytes, bytes]) -> WorkerView | None:
+        if not raw:
             return None
-        info = {k.decode(): v.decode() for k, v in info.items()}
+        info = {k.decode(): v.decode() for k, v in raw.items()}
         user, wid = keys.split_worker(name)
         try:
             tasks = json.loads(info.get("tasks", "{}"))
