@@ -80,7 +80,11 @@ def test_a_cheater_caught_late_has_its_unchecked_grants_reversed(client, cluster
     run_job(client, "pi", {"samples": "4e9"}, verify="auto", chunk_seconds=0.3)
     cluster.kill_worker(sleeper)
     cluster.add_worker({**FAULTY, "HYDRA_FAULT": "cheat:0.5"}, volunteer="turncoat")
-    last = run_job(client, "pi", {"samples": "4e9"}, verify="auto", chunk_seconds=0.3)
+    # Spot checks are random (and rarer for a volunteer with a good record): jobs until one catches it.
+    for _ in range(20):
+        last = run_job(client, "pi", {"samples": "8e9"}, verify="auto", chunk_seconds=0.3)
+        if client.sismember("hydra:quarantine", user_name("turncoat")):
+            break
     wait_until(lambda: client.sismember("hydra:quarantine", user_name("turncoat")), 120, what="the turncoat caught")
     wait_until(lambda: read_job(client, last)["state"] == "done", 120, what="the redone job")
     mine = [e for e in entries(client) if e.volunteer == user_name("turncoat")]
