@@ -288,7 +288,9 @@ class Collector:
         return requeued
 
     # -- results ------------------------------------------------------------------------------------
-    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
+    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any], bool]:
+        """The job, chunk, nonce and chunk record a message quotes, and whether its result must be
+        confirmed by another volunteer; raises Refused unless the worker holds that assignment."""
         job_id, chunk_id, nonce = message.get("job"), message.get("chunk"), message.get("a")
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             raise Refused("bad job id")
@@ -305,14 +307,13 @@ class Collector:
             raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
         if raw is None:
             raise Refused("no such chunk")
-        chunk = json.loads(raw)
-        chunk["_check"] = _check_decision(mode, salt, int(clean or 0), job_id, str(chunk_id), user)
-        return job_id, str(chunk_id), nonce, chunk
+        check = _check_decision(mode, salt, int(clean or 0), job_id, str(chunk_id), user)
+        return job_id, str(chunk_id), nonce, json.loads(raw), check
 
     def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes, arrived: float | None = None) -> str:
         name = keys.worker_name(user, wid)
         try:
-            job_id, chunk_id, nonce, chunk = self._assignment(name, message)
+            job_id, chunk_id, nonce, chunk, check = self._assignment(name, message)
         except Refused as exc:
             if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(message):
                 # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
@@ -342,7 +343,6 @@ class Collector:
             return self.strike(user, f"job {job_id} chunk {chunk_id}: {exc}")
         now = time.time()
         arrived = min(arrived or now, now)
-        check = chunk["_check"]
         args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
         args += [int(check), task.display_size(spec.params, first, count)]
         args += reduce.lua_args(task.reductions(), sums)
@@ -449,7 +449,7 @@ class Collector:
 
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
         name = keys.worker_name(user, wid)
-        job_id, chunk_id, nonce, _ = self._assignment(name, message)
+        job_id, chunk_id, nonce, _, _ = self._assignment(name, message)
         reason = re.sub(r"[^\x20-\x7e]", "?", str(message.get("reason", "")))[:300]
         record_error(self.redis, f"job {job_id} chunk {chunk_id} failed on {name}: {reason}")
         self._requeue(job_id, chunk_id, nonce, name, reason, count_attempt=True)

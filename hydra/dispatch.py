@@ -123,9 +123,6 @@ class Dispatcher:
         self._specs[job_id] = spec
         return spec
 
-    def worker_view(self, name: str) -> WorkerView | None:
-        return self._view(name, self.redis.hgetall(keys.worker(name)))
-
     @staticmethod
     def _view(name: str, raw: dict[bytes, bytes]) -> WorkerView | None:
         if not raw:

@@ -38,6 +38,8 @@ hydra:job:<job>:wanted            zset    chunk id → time, of chunks wanting a
                                           by another volunteer (verify, tail)
 hydra:job:<job>:running           zset    chunk id → expected end of its fastest      deleted at the end
                                           holder (tail copies)
+hydra:job:<job>:late              hash    "<chunk>:<nonce>" → 1 for assignments past one 1 day
+                                          deadline (taken back at the second). monitor
 hydra:job:<job>:workers           hash    volunteer → units it was credited with      result TTL
 hydra:job:<job>:blobs             hash    chunk id → compressed result (tiles)        result TTL
 hydra:job:<job>:trace             list    "display_done sum…" after each chunk         result TTL
@@ -143,6 +145,10 @@ def wanted(job_id: str) -> str:
 
 def running(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:running"
+
+
+def late(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:late"
 
 
 def job_workers(job_id: str) -> str:

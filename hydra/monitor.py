@@ -55,6 +55,7 @@ IDLE_BUDGET = 0.005
 HOUSEKEEPING_SECONDS = 60.0
 NOTIFY_CHECK_SECONDS = 2.0
 THROUGHPUT_WINDOW = 5.0
+LATE_MARK_TTL = 24 * 3600
 # Keyspace notifications the monitor needs: K (keyspace channels, so it subscribes to volunteers'
 # outboxes and heartbeats only), l (list commands), x (expired keys).
 NOTIFY_FLAGS = "Klx"
@@ -323,7 +324,7 @@ class Monitor:
             self.collector.gone(holder, "vanished (heartbeat lost)")
             report.requeued.append(f"job {job_id} chunk {chunk_id}: holder {holder} gone")
             return
-        if self.redis.hget(keys.job(job_id), f"late:{chunk_id}:{nonce}"):
+        if self.redis.hget(keys.late(job_id), f"{chunk_id}:{nonce}"):
             # Late twice: take the assignment back (the copy may already be running elsewhere).
             self.scripts.requeue(
                 keys=[*job_script_keys(job_id), keys.held(holder)],
@@ -333,7 +334,9 @@ class Monitor:
             report.requeued.append(f"job {job_id} chunk {chunk_id}: taken back from late {holder}")
         else:
             pipe = self.redis.pipeline()
-            pipe.hset(keys.job(job_id), f"late:{chunk_id}:{nonce}", 1)
+            # Kept beside the job record, not in it: status reads the record whole.
+            pipe.hset(keys.late(job_id), f"{chunk_id}:{nonce}", 1)
+            pipe.expire(keys.late(job_id), LATE_MARK_TTL)
             pipe.zadd(keys.wanted(job_id), {str(chunk_id): now}, nx=True)
             pipe.zadd(keys.DEADLINES, {member: now + self._window()}, xx=True)
             pipe.execute()

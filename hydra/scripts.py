@@ -39,7 +39,8 @@ _COMMON = """
 local job_id = ARGV[1]
 local function fmt(n) return string.format('%d', n) end
 local function member(chunk_id, nonce) return job_id .. ':' .. chunk_id .. ':' .. nonce end
-local function held_key(w) return 'hydra:held:' .. w end
+local function held_key(w) return '{HELD}' .. w end
+local function volunteer_key(u) return '{VOLUNTEER}' .. u end
 local function drop_holders(chunk_id, c)
   for w, h in pairs(c.holders or {}) do
     redis.call('ZREM', KEYS[9], member(chunk_id, h.nonce))
@@ -69,6 +70,10 @@ local function ledger(kind, user, c, digest, now)
     fmt(c.count) .. ',"credit":' .. fmt(c.credit) .. ',"digest":"' .. digest .. '","time":' .. now .. '}')
 end
 """
+
+# Key names built in hydra.keys, not spelled again here (the scripts reach a worker's and a
+# volunteer's keys by name, since which ones is decided inside the script).
+_COMMON = _COMMON.replace("{HELD}", keys.held("")).replace("{VOLUNTEER}", keys.volunteer(""))
 
 # ARGV: job, chunk, kind ('new' or 'copy'), expect_first, take, worker, user, now, deadline, credit,
 #       expected end (when this worker should have the result)
@@ -191,11 +196,11 @@ if need > 1 then
   end
   for u, d in pairs(c.results) do
     if d == ARGV[7] then
-      redis.call('HINCRBY', 'hydra:volunteer:' .. u, 'clean', 1)
+      redis.call('HINCRBY', volunteer_key(u), 'clean', 1)
       ledger('grant', u, c, d, now)
     else
       redis.call('SADD', KEYS[11], u)
-      redis.call('HSET', 'hydra:volunteer:' .. u, 'state', 'quarantined', 'reason',
+      redis.call('HSET', volunteer_key(u), 'state', 'quarantined', 'reason',
         'result of job ' .. job_id .. ' chunk ' .. ARGV[2] .. ' disagreed with ' .. need .. ' volunteers')
       table.insert(losers, u)
     end
