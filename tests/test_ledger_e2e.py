@@ -79,9 +79,12 @@ def test_a_cheater_caught_late_has_its_unchecked_grants_reversed(client, cluster
     cluster.wait_for_workers(3)
     run_job(client, "pi", {"samples": "4e9"}, verify="auto", chunk_seconds=0.3)
     cluster.kill_worker(sleeper)
+    # A long honest record: its results are spot-checked at the 5 % floor, so it is caught late,
+    # with unchecked grants behind it (what this test is about), not at its first cheat.
+    client.hset(f"hydra:volunteer:{user_name('turncoat')}", "clean", 1000)
     cluster.add_worker({**FAULTY, "HYDRA_FAULT": "cheat:0.5"}, volunteer="turncoat")
     # Spot checks are random (and rarer for a volunteer with a good record): jobs until one catches it.
-    for _ in range(20):
+    for _ in range(60):
         last = run_job(client, "pi", {"samples": "8e9"}, verify="auto", chunk_seconds=0.3)
         if client.sismember("hydra:quarantine", user_name("turncoat")):
             break
