@@ -383,11 +383,13 @@ class Monitor:
         self._history.append((now, done))
         while len(self._history) > 2 and now - self._history[1][0] >= THROUGHPUT_WINDOW:
             self._history.popleft()
-        throughput = {}
-        for unit, value in done.items():
-            then, before = next(((t, d[unit]) for t, d in self._history if unit in d), (now, value))
-            if now > then:
-                throughput[unit] = max(0.0, (value - before) / (now - then))
+        then, before = self._history[0]
+        throughput = {
+            # A counter absent then was 0: nothing of that unit had been done yet.
+            unit: max(0.0, (value - before.get(unit, 0.0)) / (now - then))
+            for unit, value in done.items()
+            if now > then
+        }
         self._last_summary = now
         self.events.emit("cluster", {"time": time.time(), "workers": summary["count"], "throughput": throughput})
 
