@@ -27,16 +27,17 @@ def killed_run(cluster: WarmCluster, samples: int) -> tuple[float, float]:
     while client.zcard(keys.DEADLINES) < 2:
         time.sleep(0.01)
     member = client.zrange(keys.DEADLINES, 0, 0)[0].decode()
-    chunk_id = keys.parse_chunk_member(member)[1]
-    holder = json.loads(client.hget(keys.chunks(job_id), chunk_id))["worker"]
+    _, chunk_id, nonce = keys.parse_assignment(member)
+    holders = json.loads(client.hget(keys.chunks(job_id), chunk_id))["holders"]
+    holder = next(name for name, held in holders.items() if held["nonce"] == nonce)
     pid = int(client.hget(keys.worker(holder), "pid"))
     victim = next(p for p in cluster.workers if p.pid == pid)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
-    while True:  # the chunk is running again once a live worker holds it
+    while True:  # the chunk runs again once a live worker holds it (or it is already done)
         raw = client.hget(keys.chunks(job_id), chunk_id)
-        if raw is None or json.loads(raw).get("worker") not in (None, holder):
+        if raw is None or set(json.loads(raw).get("holders") or {}) - {holder}:
             break
         time.sleep(0.01)
     recovered = time.time() - killed_at

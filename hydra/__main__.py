@@ -1,3 +1,3 @@
-from hydra.cli import main
+from hydra.entry import main
 
 main()

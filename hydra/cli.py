@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -266,28 +267,56 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     options = carbon_options.apply(options, args)
     if args.local:
-        from hydra.local import LocalCluster, free_port
+        from hydra.local import LocalCluster
 
         if args.detach:
             raise InvalidInput("--detach makes no sense with --local: the cluster stops when the job ends")
-        with LocalCluster(args.workers, web_port=free_port(), tls=args.tls) as cluster:
-            cluster.wait_ready()
+        with LocalCluster(args.workers, tls=args.tls, prefork=[args.task]) as cluster:
             if not args.json:
-                print(
-                    f"local cluster: {cluster.n_workers} workers on {cluster.url}; page {cluster.web_url}",
-                    file=sys.stderr,
-                )
-            return _submit_and_wait(_client(cluster.url), args, params, options)
+                print(f"local cluster: {plural(cluster.n_workers, 'worker')} on {cluster.url}", file=sys.stderr)
+            # Submitted at once: the workers take chunks as they come up. The page starts only if
+            # the job is still running after PAGE_AFTER seconds, so a short job does not share the
+            # cores with it.
+            watch = _LocalWatch(cluster, quiet=args.json)
+            return _submit_and_wait(_client(cluster.url), args, params, options, watch=watch)
     return _submit_and_wait(_client(settings.redis_url, settings.tls_insecure), args, params, options)
 
 
+class _LocalWatch:
+    """Called on each progress read of a ``--local`` job: starts the page late, and fails fast if
+    every worker of the private cluster exited (a job nobody can run would wait forever)."""
+
+    PAGE_AFTER = 2.0
+
+    def __init__(self, cluster: Any, quiet: bool) -> None:
+        self.cluster = cluster
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def __call__(self, bar: ProgressBar | None) -> None:
+        from hydra.local import free_port
+
+        if self.cluster.workers and all(p.poll() is not None for p in self.cluster.workers):
+            raise HydraError(f"the local workers exited; see the logs in {self.cluster.directory}")
+        if not self.cluster.webs and time.monotonic() - self.started > self.PAGE_AFTER:
+            url = self.cluster.start_page(free_port())
+            if bar:
+                bar.note(f"page {url}")
+            elif not self.quiet:
+                print(f"page {url}", file=sys.stderr)
+
+
 def _submit_and_wait(
-    client: redis_lib.Redis, args: argparse.Namespace, params: dict[str, Any], options: SubmitOptions
+    client: redis_lib.Redis,
+    args: argparse.Namespace,
+    params: dict[str, Any],
+    options: SubmitOptions,
+    watch: _LocalWatch | None = None,
 ) -> int:
     from hydra.task_workers import submit_warning
 
     task = get_task(args.task)
-    warning = submit_warning(client, task.name, task.version)
+    warning = None if watch else submit_warning(client, task.name, task.version)  # --local: ours have it
     if warning and not args.json:
         sys.stderr.write(f"hydra: warning: {warning}\n")
     job_id = submit(client, args.task, params, options)
@@ -298,8 +327,15 @@ def _submit_and_wait(
         shown = ", ".join(f"{k} {v}" for k, v in params.items())
         print(f"job {job_id}: {args.task} ({shown})", file=sys.stderr)
     bar = None if args.json else ProgressBar()
+
+    def on_progress(status: dict[str, Any]) -> None:
+        if watch:
+            watch(bar)
+        if bar:
+            bar.update(status)
+
     try:
-        wait_for_job(client, job_id, timeout=args.timeout, on_progress=bar.update if bar else None)
+        wait_for_job(client, job_id, timeout=args.timeout, on_progress=on_progress, poll=0.05)
     except KeyboardInterrupt:
         if bar:
             bar.close()
@@ -500,10 +536,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     check_secrets(settings.redis_url)
     client = connect(settings.redis_url, tls_insecure=settings.tls_insecure)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    monitor = Monitor(client, settings, Events(settings.redis_url))
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+        monitor.wake()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     logging.getLogger(__name__).info("monitor watching %s", redact(settings.redis_url))
     with contextlib.suppress(KeyboardInterrupt):
-        Monitor(client, settings, Events(settings.redis_url)).run(stop)
+        monitor.run(stop)
     return 0
 
 

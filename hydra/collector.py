@@ -31,6 +31,7 @@ import redis as redis_lib
 from redis import Redis
 
 from hydra import keys
+from hydra.carbon.accounting import EnergyClaim, energy_claim
 from hydra.dispatch import Dispatcher
 from hydra.errors import InvalidInput
 from hydra.events import Events
@@ -48,6 +49,8 @@ MAX_MESSAGE = 20 * 1024 * 1024
 MAX_HEADER = 64 * 1024
 # An outbox this long is not a worker talking, it is a flood.
 MAX_OUTBOX = 1000
+# Volunteers remembered as owed arrival stamps (see drain); past this many the debts are forgotten.
+MAX_UNSTAMPED = 100_000
 # This many refused messages within STRIKE_WINDOW seconds cut a volunteer off.
 MAX_STRIKES = 20
 STRIKE_WINDOW = 10.0
@@ -90,6 +93,7 @@ class Collector:
         self.dispatcher = dispatcher or Dispatcher(redis, settings, self.scripts)
         self.events = events or Events(None)
         self._strikes: dict[str, list[float]] = {}
+        self._unstamped: dict[str, int] = {}  # user → messages handled before their arrival stamp came
         from hydra.carbon.accounting import watts_from_env
 
         self._watts = watts_from_env(os.environ)
@@ -104,21 +108,41 @@ class Collector:
             return 0
         box = keys.outbox(user)
         handled = 0
-        if self.redis.hexists(keys.CUTOFF, user):  # what it pushed before its connections closed
+        pipe = self.redis.pipeline(transaction=False)  # one round trip for the checks and the first batch
+        pipe.hexists(keys.CUTOFF, user)
+        pipe.llen(box)
+        pipe.lpop(box, BATCH)
+        cut, length, batch = pipe.execute()
+        if cut:  # what it pushed before its connections closed
             self.redis.delete(box)
             return 0
-        if self.redis.llen(box) > MAX_OUTBOX:
+        if length > MAX_OUTBOX:
             self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
             return 0
+        # Stamps and messages come in the same order, but a drain may pop a message before the
+        # listener heard of it: that message counts as arriving now, and its stamp, when it comes,
+        # is skipped here rather than paired with a later message (which would then look as if it
+        # arrived early, its worker far faster than it is, and get chunks far too big).
+        owed = self._unstamped.pop(user, 0)
+        while owed and arrivals:
+            arrivals.popleft()
+            owed -= 1
         while True:
-            batch = self.redis.lpop(box, BATCH)
+            batch = batch if batch is not None else self.redis.lpop(box, BATCH)
             if not batch:
+                if owed:
+                    self._unstamped[user] = owed
                 return handled
             for raw in batch:
                 handled += 1
                 arrived = arrivals.popleft() if arrivals else None
+                if arrived is None:
+                    owed += 1
                 if self.handle(user, raw, arrived) == "cut off":
                     return handled
+            if len(self._unstamped) > MAX_UNSTAMPED:
+                self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
+            batch = None
 
     def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:
         """One message from ``user``. Never raises: a bad message is refused and recorded."""
@@ -288,32 +312,45 @@ class Collector:
         return requeued
 
     # -- results ------------------------------------------------------------------------------------
-    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any], bool]:
-        """The job, chunk, nonce and chunk record a message quotes, and whether its result must be
-        confirmed by another volunteer; raises Refused unless the worker holds that assignment."""
+    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any], bool, Any]:
+        """The job, chunk, nonce and chunk record a message quotes, whether its result must be
+        confirmed by another volunteer, and the worker's speed record (read in the same round trip,
+        for :meth:`_after_result`); raises Refused unless the worker holds that assignment."""
         job_id, chunk_id, nonce = message.get("job"), message.get("chunk"), message.get("a")
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             raise Refused("bad job id")
         if type(chunk_id) is not int or type(nonce) is not int or chunk_id < 0 or nonce < 0:
             raise Refused("bad chunk or assignment number")
         user, _ = keys.split_worker(name)
+        spec = self.dispatcher.spec(job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.sismember(keys.held(name), keys.assignment(job_id, chunk_id, nonce))
         pipe.hget(keys.chunks(job_id), chunk_id)
         pipe.hmget(keys.job(job_id), "verify", "salt")
         pipe.hget(keys.volunteer(user), "clean")
-        held, raw, (mode, salt), clean = pipe.execute()
-        if not held:
-            raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
+        if spec is not None:
+            self._queue_speed_record(pipe, name, spec.task.name)
+        held, raw, (mode, salt), clean, *speed = pipe.execute()
         if raw is None:
-            raise Refused("no such chunk")
+            raise Refused(
+                "no such chunk"
+                if held
+                else f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)"
+            )
+        chunk = json.loads(raw)
+        if not held:
+            if any(h.get("nonce") == nonce for h in (chunk.get("holders") or {}).values()):
+                raise Refused(
+                    f"job {job_id} chunk {chunk_id} was not assigned to {name}: it quotes another's live assignment"
+                )
+            raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
         check = _check_decision(mode, salt, int(clean or 0), job_id, str(chunk_id), user)
-        return job_id, str(chunk_id), nonce, json.loads(raw), check
+        return job_id, str(chunk_id), nonce, chunk, check, speed
 
     def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes, arrived: float | None = None) -> str:
         name = keys.worker_name(user, wid)
         try:
-            job_id, chunk_id, nonce, chunk, check = self._assignment(name, message)
+            job_id, chunk_id, nonce, chunk, check, speed = self._assignment(name, message)
         except Refused as exc:
             if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(message):
                 # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
@@ -342,15 +379,35 @@ class Collector:
             self.dispatcher.fill(name)
             return self.strike(user, f"job {job_id} chunk {chunk_id}: {exc}")
         now = time.time()
+        if len(speed) != 2:  # the job's spec was not readable when the assignment was checked
+            pipe = self.redis.pipeline(transaction=False)
+            self._queue_speed_record(pipe, name, task.name)
+            speed = pipe.execute()
+        at = float(((chunk.get("holders") or {}).get(name) or {}).get("at", now))
+        last = float(speed[0][0]) if speed[0][0] else None
         arrived = min(arrived or now, now)
+        if arrived <= max(at, last or 0.0):  # a stamp from before the chunk could start is not this result's
+            arrived = max(now, at, last or 0.0)
         args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
         args += [int(check), task.display_size(spec.params, first, count)]
         args += reduce.lua_args(task.reductions(), sums)
-        reply = self.scripts.accept(keys=[*job_script_keys(job_id), keys.held(name), keys.vouched(user)], args=args)
+        # CO2 is billed in the same round trip, just before the result is accepted, so a job never
+        # reads done without it. It is billed for any result of an assignment the worker held (the
+        # energy was spent even if another copy won the race).
+        pipe = self.redis.pipeline(transaction=False)
+        self._bill_carbon(pipe, name, user, job_id, spec, first, count, at, arrived, speed, energy_claim(message))
+        accept_keys = [*job_script_keys(job_id), keys.held(name), keys.vouched(user)]
+        pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
+        reply = pipe.execute(raise_on_error=False)[-1]
+        if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
+            reply = self.scripts.accept(keys=accept_keys, args=args)
+        elif isinstance(reply, Exception):
+            raise reply
         outcome = int(reply[0])
+        state = None
         if outcome:
             shown = task.display_size(spec.params, first, count) if outcome != 3 else 0
-            self._after_result(name, user, job_id, spec, first, count, float(reply[1]), arrived, shown)
+            state = self._after_result(name, user, spec, first, count, at, arrived, shown, speed)
         for loser in (x.decode() for x in reply[2:]):
             self.quarantined(loser)
         if outcome in (1, 2) and blob and self.events.page_is_listening(self.redis):
@@ -361,29 +418,38 @@ class Collector:
         self.events.job_progress(self.redis, job_id, force=outcome == 2)
         if outcome == 2:
             self.dispatcher.forget_active()
-        self.dispatcher.fill(name)
+        self.dispatcher.fill(name, state=state)
         if outcome == 3:
             self.dispatcher.serve_idle()
         return {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
 
+    _SPEED_FIELDS = ("last_result", "rd:{}", "rs:{}", "rate:{}", "device", "zone")
+
+    def _queue_speed_record(self, pipe: Any, name: str, task: str) -> None:
+        pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
+        pipe.zscore(keys.rates(task), name)
+
     def _after_result(
-        self, name: str, user: str, job_id: str, spec: Any, first: int, count: int, at: float, arrived: float, done: int
-    ) -> None:
-        """Speed, CO2 and counters after a result, in one read and one write.
+        self,
+        name: str,
+        user: str,
+        spec: Any,
+        first: int,
+        count: int,
+        at: float,
+        arrived: float,
+        done: int,
+        speed: list[Any],
+    ) -> list[Any]:
+        """Speed and counters after a result, in one write (``speed``: the worker's record, read
+        with the assignment). Returns what :meth:`Dispatcher.fill` needs, read in the same round trip.
 
         Speed is what the trusted side sees: work over the time since the worker could start the
         chunk (when it was assigned or when its previous result arrived, whichever is later, by the
         monitor's clock); nothing the worker reports is used, so no volunteer can claim to be faster.
-        CO2 (hydra.carbon) uses the same busy time, the device's power and the zone's intensity.
         """
-        from hydra.carbon import accounting
-
         task = spec.task
-        fields = ("last_result", f"rd:{task.name}", f"rs:{task.name}", f"rate:{task.name}", "device", "zone")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.worker(name), *fields)
-        pipe.zscore(keys.rates(task.name), name)
-        info, old_rate = pipe.execute()
+        info, old_rate = speed
         last = float(info[0]) if info[0] else None
         work = task.work(spec.params, spec.data, first, count)
         seconds = max(arrived - max(at, last or 0.0), 1e-3)
@@ -410,17 +476,41 @@ class Collector:
         pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - (old_rate or 0.0))
         if done:
             pipe.hincrby(keys.COUNTS, f"done:{task.display_unit}", done)
+        self.dispatcher.queue_state(pipe, name)
+        return pipe.execute()[-4:]
+
+    def _bill_carbon(
+        self,
+        pipe: Any,
+        name: str,
+        user: str,
+        job_id: str,
+        spec: Any,
+        first: int,
+        count: int,
+        at: float,
+        arrived: float,
+        speed: list[Any],
+        claim: EnergyClaim | None,
+    ) -> None:
+        """Queue the CO2 of one result on ``pipe``: the trusted busy time (as for speed), the device's
+        power (or the worker's RAPL reading within bounds) and the zone's intensity (hydra.carbon)."""
+        from hydra.carbon import accounting
+
+        info = speed[0]
+        last = float(info[0]) if info[0] else None
+        work = spec.task.work(spec.params, spec.data, first, count)
         expected = work / float(info[3]) if info[3] and float(info[3]) > 0 else spec.chunk_seconds
         busy = accounting.trusted_seconds(at, arrived, last, expected, self.settings.deadline_factor)
         try:
             reading = self.dispatcher.carbon.signal.latest((info[5] or b"").decode())
         except Exception as exc:  # a carbon signal never stops result collection
             log.debug("no carbon reading: %s", exc)
-            reading = None
-        if reading is not None:
-            carbon = accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts)
-            accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
-        pipe.execute()
+            return
+        if reading is None:
+            return
+        carbon = accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts, claim)
+        accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
 
     def _issued(self, message: dict[str, Any]) -> bool:
         """Whether the assignment number a message quotes was ever given out for its job (a result
@@ -449,7 +539,7 @@ class Collector:
 
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
         name = keys.worker_name(user, wid)
-        job_id, chunk_id, nonce, _, _ = self._assignment(name, message)
+        job_id, chunk_id, nonce, *_ = self._assignment(name, message)
         reason = re.sub(r"[^\x20-\x7e]", "?", str(message.get("reason", "")))[:300]
         record_error(self.redis, f"job {job_id} chunk {chunk_id} failed on {name}: {reason}")
         self._requeue(job_id, chunk_id, nonce, name, reason, count_attempt=True)

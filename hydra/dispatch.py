@@ -12,8 +12,11 @@ active job whose task and version the worker has:
    chunk time at the worker's speed as measured here (never as reported by the worker), shrinking
    near the end of the job (guided self-scheduling) so that workers of any speed finish together;
    a worker with no measured speed gets a small probe;
-3. at the tail of a job, a copy of the running chunk whose holder is expected to finish last, when
-   this worker would finish it sooner.
+3. at the tail of a job (nothing pending), a chunk another worker holds but has not started yet
+   (it waits in that worker's inbox), taken back atomically and given here when this worker is
+   expected to finish it sooner (work stealing: no work is done twice);
+4. at the tail, a copy of the running chunk whose holder is expected to finish last, when this
+   worker would finish it sooner.
 
 A worker that gets nothing waits in ``hydra:idle`` until work appears. All changes are made by the
 ASSIGN script with optimistic checks (the head chunk must still start where it did), so several
@@ -44,6 +47,8 @@ DEPTH = 2
 MIN_CHUNK_SECONDS = 0.1
 # A tail copy must be expected to finish this much sooner than the chunk's holder to be worth it.
 SPECULATION_MARGIN = 0.5
+# A stolen chunk must be expected to finish at least this much sooner (or 10 % of its time).
+STEAL_MARGIN = 0.05
 _CACHE_SECONDS = 0.2
 
 
@@ -137,15 +142,24 @@ class Dispatcher:
         return WorkerView(name, user, wid, tasks, rates, info.get("zone", ""))
 
     # -- giving work --------------------------------------------------------------------------------
-    def fill(self, name: str, view: WorkerView | None = None) -> int:
-        """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none."""
-        user, _ = keys.split_worker(name)
-        pipe = self.redis.pipeline(transaction=False)
+    @staticmethod
+    def queue_state(pipe: Any, name: str) -> None:
+        """The reads :meth:`fill` needs, queued on ``pipe`` (so a caller can add them to a round
+        trip it makes anyway and pass the replies as ``state``)."""
         pipe.hgetall(keys.worker(name))
-        pipe.sismember(keys.QUARANTINE, user)
+        pipe.sismember(keys.QUARANTINE, keys.split_worker(name)[0])
         pipe.zscore(keys.LIVE, name)
         pipe.scard(keys.held(name))
-        info, quarantined, live, held = pipe.execute()
+
+    def fill(self, name: str, view: WorkerView | None = None, state: list[Any] | None = None) -> int:
+        """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none.
+
+        ``state``: the replies of :meth:`queue_state`, if the caller read them already."""
+        if state is None:
+            pipe = self.redis.pipeline(transaction=False)
+            self.queue_state(pipe, name)
+            state = pipe.execute()
+        info, quarantined, live, held = state
         view = view or self._view(name, info)
         if view is None or quarantined or not live:
             return 0
@@ -159,9 +173,12 @@ class Dispatcher:
             self.redis.zadd(keys.IDLE, {name: time.time()}, nx=True)
         return given
 
-    def serve_idle(self, limit: int = 1000, budget: float | None = None) -> int:
+    def serve_idle(self, limit: int = 64, budget: float | None = 0.005) -> int:
         """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
-        for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first)."""
+        for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first).
+
+        Bounded by default, since it is called on events that can come by the thousand (deaths,
+        overdue chunks): the monitor's loop serves the rest between messages."""
         names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
         give_up = None if budget is None else time.perf_counter() + budget
         served = 0
@@ -180,14 +197,14 @@ class Dispatcher:
             if not self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
                 continue
             # One round trip tells what the job has to give: copies wanted, its first pending chunk.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrange(keys.wanted(job_id), 0, 7)
-            pipe.zrange(keys.pending(job_id), 0, 0)
-            pipe.hget(keys.job(job_id), "units_claimed")
-            wanted, head, claimed = pipe.execute()
+            wanted, head, chunk, claimed = self.scripts.peek(
+                keys=[keys.job(job_id), keys.chunks(job_id), keys.pending(job_id), keys.wanted(job_id)]
+            )
             if wanted and self._give_copy(view, spec, position, wanted=True, candidates=wanted):
                 return True
-            if head and self._give_pending(view, spec, position, head[0].decode(), int(claimed or 0)):
+            if head and self._give_pending(view, spec, position, head.decode(), int(claimed or 0), chunk):
+                return True
+            if not head and self._steal(view, spec, position):
                 return True
             if spec.speculate and self._give_copy(view, spec, position, wanted=False):
                 return True
@@ -232,7 +249,10 @@ class Dispatcher:
             ],
         )
 
-    def _give_pending(self, view: WorkerView, spec: JobSpec, position: int, chunk_id: str, claimed: int) -> bool:
+    def _give_pending(
+        self, view: WorkerView, spec: JobSpec, position: int, chunk_id: str, claimed: int, raw: bytes | None = None
+    ) -> bool:
+        """``raw``: the chunk's record, if the caller read it already (first attempt only)."""
         tried: set[str] = set()
         for attempt in range(4):  # another dispatcher may move the head; a chunk this volunteer failed is skipped
             if attempt:
@@ -243,7 +263,8 @@ class Dispatcher:
                 chunk_id = heads[0]
                 claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
             tried.add(chunk_id)
-            raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
+            if attempt or raw is None:
+                raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
             if raw is None:
                 continue
             chunk = json.loads(raw)
@@ -282,6 +303,41 @@ class Dispatcher:
         total = float(self.redis.hget(keys.COUNTS, f"rate:{task}") or 0.0)
         self._cluster_rates[task] = (time.monotonic(), total)
         return total
+
+    def _steal(self, view: WorkerView, spec: JobSpec, position: int) -> bool:
+        """At the tail of a job, take a chunk that another worker holds but has not started (it waits
+        in that worker's inbox) when this worker is expected to finish it sooner, and give it here.
+        Unlike a speculative copy this costs no duplicate work, so the bar is low: any real gain.
+        Only a measured worker steals, and only from a measured one (a new worker's finish time is a
+        guess, and it may simply not have read its inbox yet)."""
+        if not view.rates.get(spec.task.name):
+            return False
+        now = time.time()
+        for raw_id, ends in self.redis.zrevrange(keys.running(spec.job_id), 0, 7, withscores=True):
+            chunk_id = raw_id.decode()
+            raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
+            chunk = json.loads(raw) if raw else {}
+            holders = chunk.get("holders") or {}
+            if len(holders) != 1 or chunk.get("results") or view.name in holders:
+                continue
+            victim, held = next(iter(holders.items()))
+            expected = self._expected(
+                view, spec, spec.task.work(spec.params, spec.data, chunk["first"], chunk["count"])
+            )
+            if now + expected * (position + 1) + max(STEAL_MARGIN, 0.1 * expected) >= float(ends):
+                break  # later candidates end sooner still
+            if not self.redis.zscore(keys.rates(spec.task.name), victim):
+                continue  # an unmeasured holder's finish time is a guess too: it keeps what it was given
+            user, wid = keys.split_worker(victim)
+            taken = self.scripts.steal(
+                keys=[*job_script_keys(spec.job_id), keys.held(victim), keys.inbox(user, wid)],
+                args=[spec.job_id, chunk_id, held["nonce"], victim, now],
+            )
+            if taken:
+                return self._give_pending(
+                    view, spec, position, chunk_id, int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
+                )
+        return False
 
     def _give_copy(
         self, view: WorkerView, spec: JobSpec, position: int, *, wanted: bool, candidates: list[bytes] | None = None

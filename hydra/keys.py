@@ -67,7 +67,17 @@ hydra:errors                      list    recent refused messages and task error
 hydra:monitor:lease               string  id of the monitor that runs periodic passes lease TTL (3 s)
 hydra:monitor:stats               hash    monitor id → its longest periodic pass (s)  kept
 hydra:emit:<job>                  string  gate that coalesces progress events         100 ms
+hydra:carbon:volunteer            hash    volunteer → mg CO2 of its accepted chunks   kept
+hydra:carbon:zone                 hash    grid zone → mg CO2 of the chunks run there  kept
+                                          (hydra.carbon.accounting)
+hydra:carbon:zone:energy          hash    zone → joules billed                        kept
+hydra:carbon:zone:rapl            hash    zone → joules of those billed at a power    kept
+                                          the worker measured (RAPL, bounded)
+hydra:carbon:zone:intensity       hash    zone → g/kWh of its last billed chunk       kept
 ================================  ======  ==========================================  =====================
+
+The job record also carries the carbon totals of the job (``co2_mg``, ``energy_j``,
+``energy_rapl_j``), written by the collector after each accepted result.
 
 A *worker* is named ``<user>/<wid>``: the ACL user (identity, verification, quarantine, credit) and
 the worker id (one process; its own speed, inbox and heartbeat).
@@ -90,6 +100,11 @@ VOLUNTEERS = f"{PREFIX}:volunteers"
 QUARANTINE = f"{PREFIX}:quarantine"
 CUTOFF = f"{PREFIX}:cutoff"
 LEDGER = f"{PREFIX}:ledger"
+CARBON_VOLUNTEER = f"{PREFIX}:carbon:volunteer"
+CARBON_ZONE = f"{PREFIX}:carbon:zone"
+CARBON_ZONE_ENERGY = f"{PREFIX}:carbon:zone:energy"
+CARBON_ZONE_RAPL = f"{PREFIX}:carbon:zone:rapl"
+CARBON_ZONE_INTENSITY = f"{PREFIX}:carbon:zone:intensity"
 
 ERRORS_KEPT = 200
 

@@ -14,7 +14,6 @@ only the CLI, which then stops them in order: workers, monitor, page, and Redis 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 import redis as redis_lib
 
 from hydra.errors import HydraError
+from hydra.prefork import die_with_parent
 from hydra.settings import QUEUE_NAME, WORKER_CLASS
 
 log = logging.getLogger(__name__)
@@ -110,23 +110,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Run in the child before exec: ask Linux to SIGTERM it when the parent dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 def spawn(
     args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None, nice: int = 0
 ) -> subprocess.Popen:
     """Start a child that dies with us, in its own session (no terminal signals); output to ``log_path``.
 
     ``nice``: a lower priority (the page, so it never takes a core from the workers)."""
-    linux = sys.platform.startswith("linux")
 
     def preexec() -> None:
-        if linux:
-            _die_with_parent()
+        die_with_parent(signal.SIGTERM)
         if nice:
             with contextlib.suppress(OSError):
                 os.nice(nice)
@@ -254,9 +246,10 @@ class RedisServer:
             finally:
                 client.close()
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
+        """SIGTERM (Redis saves what its settings say), or with ``discard`` SIGKILL: nothing to keep."""
         if self.proc:
-            stop_process(self.proc)
+            stop_processes([self.proc], sig=signal.SIGKILL if discard else signal.SIGTERM)
             self.proc = None
 
 
@@ -274,8 +267,13 @@ class LocalCluster:
         tls: bool = False,
         data_dir: Path | None = None,
         redis_port: int | None = None,
+        prefork: list[str] | None = None,
     ) -> None:
         """With ``redis_url``, use that Redis instead of starting a private one.
+
+        With ``prefork`` (task names, possibly none) the workers are forked by one process that
+        imported them and loaded those tasks' kernels once (:mod:`hydra.prefork`): a quicker start
+        for a one-off job; ``workers`` then lists that one process.
 
         With ``data_dir`` the cluster keeps its Redis data (append-only file), certificates and
         logs there, so results survive a restart; without it everything lives in a temporary
@@ -312,6 +310,8 @@ class LocalCluster:
         self.monitors: list[subprocess.Popen] = []
         self.webs: list[subprocess.Popen] = []
         self._credentials: dict[str, str] = {}
+        self.prefork = prefork
+        self._preforked = False
 
     @property
     def others(self) -> list[subprocess.Popen]:
@@ -353,18 +353,32 @@ class LocalCluster:
                     log_path=self.directory / "monitor.log",
                 )
             )
+        if self.prefork is not None and self.n_workers:
+            self._start_prefork()
+        else:
+            for _ in range(self.n_workers):
+                self.add_worker()
         if self.web_port:
-            self.webs.append(
-                spawn(
-                    [sys.executable, "-m", "hydra", "web", "--port", str(self.web_port)],
-                    env=self.child_env(),
-                    log_path=self.directory / "web.log",
-                    nice=10,
-                )
-            )
-        for _ in range(self.n_workers):
-            self.add_worker()
+            self.start_page(self.web_port)
         return self
+
+    def start_page(self, port: int) -> str:
+        """Start the page (``hydra web``) on ``port``, at a lower priority than the workers; its URL."""
+        self.web_port = port
+        self.webs.append(
+            spawn(
+                [sys.executable, "-m", "hydra", "web", "--port", str(port)],
+                env=self.child_env(),
+                log_path=self.directory / "web.log",
+                nice=10,
+            )
+        )
+        return self.web_url  # type: ignore[return-value]
+
+    @property
+    def expected_workers(self) -> int:
+        """Worker processes that should be live: a prefork process stands for its ``n_workers``."""
+        return len(self.workers) + (self.n_workers - 1 if self._preforked else 0)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until every worker has a live heartbeat."""
@@ -374,7 +388,7 @@ class LocalCluster:
         client = connect(self.url)
         deadline = time.monotonic() + timeout
         try:
-            while len(live_workers(client)) < len(self.workers):
+            while len(live_workers(client)) < self.expected_workers:
                 if time.monotonic() > deadline:
                     raise HydraError(f"workers did not start within {timeout:.0f} s; see {self.directory}")
                 if any(p.poll() is not None for p in self.workers):
@@ -405,7 +419,17 @@ class LocalCluster:
         self.workers.append(self._spawn_worker(index))
         return self.workers[-1]
 
+    def _start_prefork(self) -> None:
+        self._worker_envs.append({})  # the prefork process's workers take their credentials on stdin
+        self.workers.append(self._spawn_worker(len(self.workers)))
+        self._preforked = True
+
     def _spawn_worker(self, index: int) -> subprocess.Popen:
+        if index == 0 and self.prefork is not None and not self._worker_envs[0]:
+            from hydra import prefork
+
+            urls = [self.volunteer_url(f"local{i + 1}") for i in range(self.n_workers)]
+            return prefork.launch(self.prefork, urls, str(self.directory / "workers.log"), self.env or None)
         return spawn(
             [sys.executable, "-m", "rq.cli", "worker", QUEUE_NAME, "--quiet"],
             env=self._worker_envs[index],
@@ -424,14 +448,19 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop at once: workers, monitor and page together (each gets its signal at the same moment),
-        then Redis once they are gone, so no child is left waiting for a Redis that died first."""
+        then Redis once they are gone, so no child is left waiting for a Redis that died first.
+
+        A cluster in a temporary directory keeps nothing, so its processes are killed rather than
+        asked: a worker would otherwise finish the speculative copy it may still be running."""
+        if self._tmp is not None:
+            stop_processes(self.workers + self.monitors + self.webs, sig=signal.SIGKILL)
         for proc in self.webs:  # gunicorn: SIGINT is its quick shutdown
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         stop_processes(self.workers + self.monitors, timeout=WORKER_GRACE)
         stop_processes(self.webs, timeout=2.0, sig=signal.SIGINT)
         if self.redis:
-            self.redis.stop()
+            self.redis.stop(discard=self._tmp is not None)  # a temporary directory is removed next
         if self._tmp:
             self._tmp.cleanup()
 

@@ -52,7 +52,11 @@ DUE_PER_PASS = 500
 # Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
 # over several passes; each result also tops its own worker up).
 IDLE_BUDGET = 0.005
+# Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
+IDLE_SLICE = 0.02
+IDLE_BATCH = 64
 HOUSEKEEPING_SECONDS = 60.0
+CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
 THROUGHPUT_WINDOW = 5.0
 LATE_MARK_TTL = 24 * 3600
@@ -113,6 +117,10 @@ class Notifications:
 
     def wait(self, timeout: float) -> None:
         self._event.wait(timeout)
+
+    def wake(self) -> None:
+        """End a :meth:`wait` now (the monitor is asked to stop)."""
+        self._event.set()
 
     def check(self) -> None:
         if self.error is not None:
@@ -180,6 +188,10 @@ class Monitor:
         self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
         self._active_before: set[str] = set()
         self.longest_pass = 0.0
+        self._listener: Notifications | None = None
+        self._idle_backoff = 0.0
+        self._credit_changed = False
+        self._credit_emitted = -1e9
         from hydra import ledger
 
         self.ledger_key = ledger.load_key(settings.ledger_key or None)
@@ -193,7 +205,7 @@ class Monitor:
             listener = None
             try:
                 enable_notifications(self.redis)
-                listener = Notifications(self.redis, self.db).start()
+                listener = self._listener = Notifications(self.redis, self.db).start()
                 self.sweep()  # what happened while no monitor listened
                 next_pass = 0.0
                 while not stop.is_set():
@@ -201,7 +213,8 @@ class Monitor:
                     if now >= next_pass:
                         self.run_pass()
                         next_pass = now + self.settings.monitor_interval
-                    listener.wait(max(0.0, next_pass - time.monotonic()))
+                    if not self.serve_waiting(now):
+                        listener.wait(max(0.0, next_pass - time.monotonic()))
                     self.handle_notifications(listener, budget=self.settings.monitor_interval)
                     delay = self.settings.monitor_interval
             except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError) as exc:
@@ -211,6 +224,26 @@ class Monitor:
             finally:
                 if listener:
                     listener.close()
+
+    def serve_waiting(self, now: float) -> bool:
+        """Give work to idle workers, a short slice at a time between messages, for as long as some
+        get work (a thousand workers waiting when a job arrives are served in about a second, not
+        a few per pass); False when there is nothing to do: then not again until the next pass."""
+        if now < self._idle_backoff or not self.dispatcher.active_jobs():
+            return False
+        served = 0
+        try:
+            served = self.dispatcher.serve_idle(IDLE_BATCH, IDLE_SLICE)
+        except redis_lib.ResponseError as exc:
+            record_error(self.redis, f"monitor: serving idle workers failed: {exc}")
+        if not served:
+            self._idle_backoff = now + self.settings.monitor_interval
+        return served > 0
+
+    def wake(self) -> None:
+        """Make the loop look at its stop event now rather than at the end of its wait (signal-safe)."""
+        if self._listener is not None:
+            self._listener.wake()
 
     def handle_notifications(self, listener: Notifications, budget: float) -> int:
         """Handle what the listener heard, for up to ``budget`` seconds (so passes still run under a
@@ -341,7 +374,8 @@ class Monitor:
             pipe.zadd(keys.DEADLINES, {member: now + self._window()}, xx=True)
             pipe.execute()
             report.copied.append(f"job {job_id} chunk {chunk_id} overdue on {holder}: copy wanted")
-        self.dispatcher.serve_idle()
+        # Idle workers get the copies after the deadlines (run_pass) and between messages (run): not
+        # here, once per overdue chunk, which made a pass quadratic (overdue × idle) at scale.
 
     def _sign_ledger(self) -> None:
         """Fold new ledger entries into the Merkle tree and the leaderboard, and sign a new head."""
@@ -354,8 +388,12 @@ class Monitor:
         except Exception as exc:  # the ledger must never stop the monitor
             record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
             return
-        if head and self.events.redis_url:
+        self._credit_changed = self._credit_changed or bool(head)
+        now = time.monotonic()
+        if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
+            # The leaderboard read costs a few ms: the page gets it at most once a second.
             self.events.emit("credit", credit.credit_event(self.redis))
+            self._credit_changed, self._credit_emitted = False, now
 
     def _window(self) -> float:
         return self.settings.deadline_factor * self.settings.chunk_seconds + self.settings.deadline_slack

@@ -83,6 +83,11 @@ class ProgressBar:
             self.stream.flush()
             self._last_line, self._last_progress = now, status["progress"]
 
+    def note(self, line: str) -> None:
+        """A line of its own above the bar (the bar is drawn again at the next update)."""
+        self.stream.write(f"\r\033[K{line}\n" if self.tty else f"{line}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")

@@ -20,6 +20,7 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys, progress
+from hydra.carbon.accounting import status_fields
 from hydra.errors import HydraError, InvalidInput, JobFailed, MalformedRecord, NoSuchJob
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
@@ -143,7 +144,7 @@ def _serve_idle_workers(redis: Redis) -> None:
     from hydra.dispatch import Dispatcher
 
     try:
-        Dispatcher(redis, Settings.from_env()).serve_idle(budget=0.05)
+        Dispatcher(redis, Settings.from_env()).serve_idle(1000, budget=0.05)
     except Exception as exc:
         log.debug("no immediate dispatch: %s", exc)
 
@@ -216,6 +217,7 @@ def _job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = No
         "chunking": record["chunking"],
         "workers": redis.hlen(keys.job_workers(job_id)),
         "requeued": int(record.get("requeued", 0)),
+        **status_fields(record),  # co2_grams, energy_kwh, energy_measured so far (hydra.carbon.accounting)
     }
     if record.get("error"):
         status["error"] = record["error"]

@@ -297,6 +297,49 @@ return {1}
 """
 )
 
+# ARGV: job, chunk, nonce, worker, now
+# Extra KEYS: 14 hydra:held:<worker>  15 the worker's inbox
+# Work stealing at the tail of a job: takes back a chunk its only holder has not started, i.e. whose
+# descriptor still waits in the holder's inbox (removed here, atomically, so the holder never sees
+# it), and makes it pending again for a worker expected to finish it sooner. No attempt is counted.
+# Returns 1 if taken back, 0 if the holder already took it (or anything else changed).
+STEAL = (
+    _COMMON
+    + """
+local raw = redis.call('HGET', KEYS[2], ARGV[2])
+if not raw or not active() then return 0 end
+local c = cjson.decode(raw)
+local h = (c.holders or {})[ARGV[4]]
+if c.state ~= 'running' or c.results or not h or fmt(h.nonce) ~= ARGV[3] then return 0 end
+for w, _ in pairs(c.holders) do if w ~= ARGV[4] then return 0 end end
+local needle = '"job":"' .. job_id .. '","chunk":' .. ARGV[2] .. ',"a":' .. ARGV[3] .. ','
+local found = nil
+for _, message in ipairs(redis.call('LRANGE', KEYS[15], 0, 15)) do
+  if string.find(message, needle, 1, true) then found = message; break end
+end
+if not found or redis.call('LREM', KEYS[15], 1, found) ~= 1 then return 0 end
+local m = member(ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[9], m)
+redis.call('SREM', KEYS[14], m)
+redis.call('ZREM', KEYS[13], ARGV[2])
+c.state, c.holders = 'pending', nil
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+redis.call('ZADD', KEYS[3], c.first, ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'units_claimed', -c.count)
+redis.call('HINCRBY', KEYS[1], 'stolen', 1)
+return 1
+"""
+)
+
+# KEYS: 1 hydra:job:<job>  2 …:chunks  3 …:pending  4 …:wanted   (read only)
+# What a job has to give, in one round trip: up to 8 chunks wanting a copy, the first pending chunk's
+# id and record, and the units claimed so far. Returns {wanted, head id or nil, head or nil, claimed}.
+PEEK = """
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+return {redis.call('ZRANGE', KEYS[4], 0, 7), head or false, head and redis.call('HGET', KEYS[2], head) or false,
+  redis.call('HGET', KEYS[1], 'units_claimed') or false}
+"""
+
 # ARGV: job, new state ('cancelled' or 'failed'), now, reason. Returns 1 if the job was active.
 END = (
     _COMMON
@@ -352,6 +395,8 @@ class Scripts:
         self.assign: Script = redis.register_script(ASSIGN)
         self.accept: Script = redis.register_script(ACCEPT)
         self.requeue: Script = redis.register_script(REQUEUE)
+        self.steal: Script = redis.register_script(STEAL)
+        self.peek: Script = redis.register_script(PEEK)
         self.end: Script = redis.register_script(END)
         self.redo: Script = redis.register_script(REDO)
 

@@ -14,7 +14,8 @@ own keys (see :mod:`hydra.keys`, :mod:`hydra.volunteers`):
    as the monitor measures it. The worker keeps the heartbeat alive with ``PEXPIRE``.
 3. For each descriptor it checks the task and version are installed here, re-checks the
    parameters, refuses chunks over its memory cap, runs the numba kernel and pushes the result
-   (sums, blob) to its outbox. A kernel that raises is reported as an error.
+   (sums, blob, the kernel's seconds and, where RAPL counters are readable, its joules) to its
+   outbox. A kernel that raises is reported as an error.
 
 A worker runs nothing but installed tasks: the queue never carries code, callbacks, webhooks or
 pickles, and rq's own job machinery (registries, pub/sub commands) is not used, so no other
@@ -31,6 +32,7 @@ import re
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -40,6 +42,7 @@ from redis import Redis
 from rq.worker import Worker
 
 from hydra import keys
+from hydra.carbon.accounting import measure_energy, rapl_files
 from hydra.errors import HydraError, InvalidInput
 from hydra.tasks import TASKS
 from hydra.tasks.base import ChunkResult, Task
@@ -112,6 +115,7 @@ class Volunteer:
         self._warm: set[str] = set()
         self.chunks_done = 0
         self.busy = False
+        self.rapl = rapl_files()  # readable RAPL package counters (HYDRA_RAPL_GLOB overrides where)
 
     # -- the outbox ---------------------------------------------------------------------------------
     def send(self, message: dict[str, Any], blob: bytes = b"") -> None:
@@ -216,13 +220,14 @@ class Volunteer:
         if task.name not in self._warm:
             task.warm_up()
             self._warm.add(task.name)
-        started = time.perf_counter()
         try:
-            result = self.compute(task, params, seed, first, count)
+            # Wall seconds and, where RAPL counters are readable, the package's joules over the kernel.
+            with measure_energy(self.rapl) as meter:
+                result = self.compute(task, params, seed, first, count)
         except Exception as exc:
             self._report_error(message, f"{type(exc).__name__}: {exc}")
             return
-        seconds = time.perf_counter() - started
+        seconds = meter.seconds
         with contextlib.suppress(Exception):
             self.rates[task.name] = max(task.work(params, b"", first, count) / max(seconds, 1e-6), 1.0)
         header = {
@@ -232,7 +237,8 @@ class Volunteer:
             "chunk": message["chunk"],
             "a": message["a"],
             "sums": result.sums,
-            "seconds": round(time.perf_counter() - started, 6),
+            "seconds": round(seconds, 6),
+            **meter.result_fields(),  # joules, energy_source: untrusted, billed within bounds (hydra.carbon)
         }
         self.send(header, result.blob)
         self.chunks_done += 1
@@ -335,6 +341,13 @@ class HydraWorker(Worker):
         )
         try:
             volunteer.run(burst=burst)
+        except SystemExit as exc:
+            if exc.code == 0 and stop_count:  # stopped while idle, its bye sent: skip the interpreter's
+                logging.shutdown()  # teardown (numba's alone takes about 0.15 s), which has nothing
+                sys.stdout.flush()  # left to save
+                sys.stderr.flush()
+                os._exit(0)
+            raise
         except Revoked as exc:
             print(f"hydra worker {volunteer.user}/{volunteer.wid}: {exc}", flush=True)
             raise SystemExit(3) from None

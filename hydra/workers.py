@@ -1,7 +1,9 @@
 """Reading the worker list for people: a bounded summary for the page, and pages of the full list.
 
 The summary has the same size with ten workers or a hundred thousand: counts by task, device and
-zone (kept as running totals by the monitor), the slowest and the newest few workers. The full
+zone (kept as running totals by the monitor), the slowest and the newest few workers, and CO2 per
+zone (:func:`hydra.carbon.summary.carbon_summary`, bounded too), so the monitor's once-a-second
+``workers`` event keeps the page's zone chart live. The full
 list is read a page at a time (``offset``/``limit``), newest first. Host names are the operator's
 to see (CLI); the page shows worker names, devices, zones and speeds only.
 """
@@ -15,6 +17,7 @@ from typing import Any
 from redis import Redis
 
 from hydra import keys
+from hydra.carbon.summary import carbon_summary
 
 SHOWN = 8
 
@@ -86,6 +89,7 @@ def worker_summary(redis: Redis) -> dict[str, Any]:
         "by_zone": grouped["zone"],
         "slowest": _describe(redis, list(dict.fromkeys(slowest))[:SHOWN]),
         "newest": _describe(redis, newest),
+        "carbon": carbon_summary(redis),
     }
 
 

@@ -17,7 +17,7 @@ import pytest
 import redis as redis_lib
 
 from hydra.connection import connect
-from hydra.local import LocalCluster, RedisServer
+from hydra.local import LocalCluster, RedisServer, free_port, spawn
 from hydra.queue import live_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,4 +90,40 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         env={**os.environ, **(env or {})},
         timeout=timeout,
         cwd=ROOT,
+    )
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers HTTP 200 now."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def start_page(redis_url: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``hydra web`` on a free port, once it answers; the process and its URL."""
+    port = free_port()
+    server = spawn(
+        [sys.executable, "-m", "hydra", "web", "--port", str(port)], env={"HYDRA_REDIS_URL": redis_url, **(env or {})}
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(url + "/healthz"), timeout=60, what="the web server")
+    return server, url
+
+
+def long_local_job(env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``hydra submit pi --samples 1e13 --local --workers 1`` (hours of work), stderr piped, in its
+    own process group like a shell's foreground job."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hydra", "submit", "pi", "--samples", "1e13", "--local", "--workers", "1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )

@@ -170,25 +170,28 @@ def test_forged_result_messages_are_refused_and_recorded(site):
 
 
 def test_a_result_for_a_chunk_not_assigned_to_the_attacker_is_refused_and_recorded(site):
-    job_id = site.submit_pi(SAMPLES, 13, max_attempts=50)
+    # The victim holds a live assignment (no tail copies, so nobody else answers it first): the forger
+    # quotes it exactly, nonce and all, and must still be refused, since it is not the forger's.
+    victim = HandWorker(site.credential("victim"))
+    victim.hello()
+    job_id = site.submit_pi(SAMPLES, 13, max_attempts=50, speculate=False)
+    held = victim.next_chunk(job=job_id)
     forger = HandWorker(site.credential("impostor"))
     forger.hello(tasks={})  # gets nothing: every result it sends quotes someone else's assignment
+    forger.result(held, {"inside": 0})
+    forger.result({**held, "a": int(held["a"]) + 10**6}, {"inside": 0})
 
-    def honest_assignments() -> list[tuple[int, int]]:
-        out = []
-        for chunk_id, raw in site.admin.hgetall(keys.chunks(job_id)).items():
-            for holder in json.loads(raw).get("holders", {}).values():
-                out.append((int(chunk_id), int(holder["nonce"])))
-        return out
+    def refusals() -> int:
+        return sum(refused_for([e], forger.user, "not assigned") for e in site.errors())
 
-    quoted = wait_until(honest_assignments, 30, what="assignments of honest workers")
-    for chunk_id, nonce in quoted:
-        forger.result({"job": job_id, "chunk": chunk_id, "a": nonce}, {"inside": 0})
-    forger.result({"job": job_id, "chunk": 0, "a": 10**6}, {"inside": 0})
+    wait_until(lambda: refusals() == 2, 30, what="both forgeries refused")
+    assert refused_for(site.errors(), forger.user, "another's live assignment")
+    victim.result(held, {"inside": exact_inside_range(13, held)})  # the real holder still counts
     site.assert_pi_exact(job_id, SAMPLES, 13)
-    wait_until(lambda: site.admin.llen(forger.outbox) == 0, 10, what="the forgeries handled")
-    assert refused_for(site.errors(), forger.user, "not assigned"), "forged quotes left no trace in hydra:errors"
+    assert site.admin.hget(keys.job_workers(job_id), victim.user) is not None
+    assert site.admin.hget(keys.job_workers(job_id), forger.user) is None
     forger.close()
+    victim.close()
 
 
 # -- jobs held hostage -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hydra import keys
 from hydra.carbon import accounting, options
 from hydra.carbon.policy import CarbonJob, CarbonPolicy, PoolView, dispatch_allowed, may_run
 from hydra.carbon.providers import (
@@ -91,6 +93,31 @@ def test_replay_fills_missing_hours_and_refuses_a_folder_without_traces(tmp_path
     assert list(load_trace(tmp_path).values["ES"]) == [10.0, 10.0, 30.0]
     with pytest.raises(InvalidInput, match="no CSV"):
         load_trace(tmp_path / "nothing")
+
+
+def test_a_pinned_replay_reads_the_same_recorded_hours_whatever_the_clock(tmp_path: Path) -> None:
+    write_csv(tmp_path, "ES", [100.0 + i for i in range(48)])
+    clock = Clock(T0 + 1000 * HOUR + 120)  # far outside the trace
+    pinned = ReplaySignal(load_trace(tmp_path), clock, pinned=T0 + 5 * HOUR + 1800)
+    latest = pinned.latest("ES")
+    assert latest is not None and latest.grams == 105.0 and latest.start == T0 + 1000 * HOUR
+    assert [(r.grams, r.start - T0) for r in pinned.forecast("ES", 3)] == [
+        (105.0, 1000 * HOUR),
+        (106.0, 1001 * HOUR),
+        (107.0, 1002 * HOUR),
+    ]
+    clock.t += 7 * HOUR  # hours pass: the replay stays where it was pinned
+    assert pinned.latest("ES").grams == 105.0  # type: ignore[union-attr]
+    assert [r.grams for r in pinned.history("ES", clock.t - 2 * HOUR, clock.t)] == [103.0, 104.0, 105.0]
+    env = {"HYDRA_CARBON_SOURCE": f"replay:{tmp_path}", "HYDRA_CARBON_REPLAY_AT": "2022-03-07T02:00Z"}
+    assert carbon_settings(env).replay_at == T0 + 2 * HOUR
+    guarded = signal_from_env(env)  # the real clock, years after the trace
+    try:
+        assert [r.grams for r in guarded.forecast("ES", 3)] == [102.0, 103.0, 104.0]
+    finally:
+        guarded.close()
+    with pytest.raises(InvalidInput, match="HYDRA_CARBON_REPLAY_AT"):
+        carbon_settings({"HYDRA_CARBON_REPLAY_AT": "soon"})
 
 
 def test_forecast_error_is_deterministic_and_grows_with_lead_time(tmp_path: Path) -> None:
@@ -525,8 +552,8 @@ def test_totals_per_job_volunteer_and_zone_and_the_result_fields() -> None:
     es = round(3600 * 65 / 3.6e6 * 200 * 1000) + round(1800 * 65 / 3.6e6 * 200 * 1000)
     no = round(3600 * 65 / 3.6e6 * 30 * 1000)
     assert int(r.hget("hydra:job:j1", "co2_mg")) == es + no  # type: ignore[arg-type]
-    assert int(r.hget(accounting.VOLUNTEER_TOTALS, "alice")) == es + no  # type: ignore[arg-type]
-    assert int(r.hget(accounting.ZONE_TOTALS, "ES")) == es  # type: ignore[arg-type]
+    assert int(r.hget(keys.CARBON_VOLUNTEER, "alice")) == es + no  # type: ignore[arg-type]
+    assert int(r.hget(keys.CARBON_ZONE, "ES")) == es  # type: ignore[arg-type]
     fields = accounting.result_fields(r.hgetall("hydra:job:j1"))  # type: ignore[arg-type]
     assert fields["co2_grams"] == (es + no) / 1000 and "location-based" in str(fields["co2_basis"])
     assert "location-based estimate" in accounting.describe(es)
@@ -574,6 +601,32 @@ def test_cli_refuses_a_deadline_without_the_flag() -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("command", "env", "message"),
+    [
+        (["submit", "pi", "--carbon-aware"], {"HYDRA_CARBON_REPLAY_AT": "soon"}, "HYDRA_CARBON_REPLAY_AT"),
+        (["submit", "pi", "--carbon-aware"], {"HYDRA_CARBON_SOURCE": "magic"}, "HYDRA_CARBON_SOURCE"),
+        (["monitor"], {"HYDRA_CARBON_DEFAULT": "lots"}, "HYDRA_CARBON_DEFAULT"),
+        (["monitor"], {"HYDRA_CARBON_REPLAY_AT": "2022-13-01"}, "HYDRA_CARBON_REPLAY_AT"),
+    ],
+)
+def test_bad_carbon_settings_stop_the_submitter_and_the_monitor_in_one_line(
+    redis_server, client, command: list[str], env: dict[str, str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hydra", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "HYDRA_REDIS_URL": redis_server.url, **env},
+    )
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("20")]  # the monitor logs its start
+    assert done.returncode != 0 and len(errors) == 1 and errors[0].startswith("hydra: error:") and message in errors[0]
+    assert "Traceback" not in done.stderr
+    assert client.zcard(keys.JOBS) == 0
+
+
 # -- the bench -----------------------------------------------------------------------------------
 
 
@@ -610,7 +663,6 @@ def test_bench_meets_the_goals_on_the_shipped_week() -> None:
 
 
 def test_gate_holds_dirty_zone_workers_and_passes_jobs_without_the_flag() -> None:
-    from hydra import keys
     from hydra.carbon.gate import CarbonGate
 
     class Untouchable:

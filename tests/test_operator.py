@@ -22,7 +22,7 @@ from hydra.local import free_port
 from hydra.progress import eta, plural, rate
 from hydra.queue import SubmitOptions, submit
 from hydra.secrets import PLACEHOLDERS
-from tests.conftest import ROOT, run_cli, wait_until
+from tests.conftest import ROOT, long_local_job, run_cli, wait_until
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -206,15 +206,7 @@ def ctrl_c(proc: subprocess.Popen) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_during_a_local_job_stops_everything_at_once(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hydra", "submit", "pi", "--samples", "1e13", "--local", "--workers", "1"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env=clean_env(),
-        start_new_session=True,  # its own process group, like a shell's foreground job
-    )
+    proc = long_local_job(clean_env())
     for line in proc.stderr:  # type: ignore[union-attr]
         if line.startswith("job "):
             break

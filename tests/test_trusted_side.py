@@ -8,6 +8,7 @@ quarantine, attempts) is checked deterministically.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -181,7 +182,7 @@ def test_a_cheater_caught_late_has_every_vouched_result_redone_even_in_finished_
     # Caught under verify 2 in another job.
     trap = pi_job(client, samples=4 * BLOCK, verify="2")
     collector.dispatcher.forget_active()
-    collector.dispatcher.serve_idle()  # what the monitor's next pass does
+    collector.dispatcher.serve_idle(1000, None)  # what the monitor's next pass does
     bad = cheater.take()
     assert bad["job"] == trap
     cheater.answer(bad, cheat=1)
@@ -333,3 +334,118 @@ def test_hellos_beyond_the_workers_cap_are_refused(client, collector, monkeypatc
     outcomes = [FakeWorker(collector, "hydra-heads", f"h{i}").hello() for i in range(5)]
     assert outcomes == ["hello"] * 3 + ["refused"] * 2
     assert client.scard(keys.user_workers("hydra-heads")) == 3
+
+
+def test_a_measured_idle_worker_steals_a_chunk_still_waiting_in_a_slow_holders_inbox(client, collector):
+    # Two chunks of 4 units, both to alice; no speculative copies, so that only a steal gives bob work.
+    job_id = pi_job(client, samples=8 * BLOCK, speculate=False)
+    a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
+    a.hello()
+    running = a.take()  # alice started one; the other waits in her inbox
+    b.hello()
+    assert b.take() is None, "bob is unmeasured: his finish time is a guess, he steals nothing"
+    client.hset(keys.worker(b.name), "rate:pi", 1e12)  # now measured, and far faster than alice
+    assert collector.dispatcher.fill(b.name) == 0, "alice is unmeasured: she keeps what she was given"
+    client.zadd(keys.rates("pi"), {a.name: 1.0})  # alice measured: one unit a second
+    collector.dispatcher.forget_active()
+    assert collector.dispatcher.fill(b.name) == 1
+    stolen = b.take()
+    assert stolen is not None and stolen["first"] == 4 and stolen["count"] == 4
+    assert a.take() is None, "the stolen descriptor left alice's inbox atomically"
+    record = read_job(client, job_id)
+    assert int(record["stolen"]) == 1 and int(record.get("requeued", 0)) == 0
+    holders = json.loads(client.hget(keys.chunks(job_id), stolen["chunk"]))["holders"]
+    assert list(holders) == [b.name]
+    assert a.answer(running) == "accepted" and b.answer(stolen) == "accepted; job done"
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 8 * BLOCK)
+
+
+def test_a_chunk_its_holder_already_took_is_not_stolen(client, collector):
+    job_id = pi_job(client, samples=8 * BLOCK)
+    a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
+    a.hello()
+    first, second = a.take(), a.take()  # both started (popped): nothing is left to steal
+    b.hello()
+    client.hset(keys.worker(b.name), "rate:pi", 1e12)
+    collector.dispatcher.forget_active()
+    given = collector.dispatcher.fill(b.name)
+    chunks = [m for m in b.inbox() if m["t"] == "chunk"]
+    # bob may get a speculative copy, never the chunk itself: alice still holds both
+    assert all(json.loads(client.hget(keys.chunks(job_id), str(c["chunk"])))["holders"].get(a.name) for c in chunks)
+    assert given == len(chunks) and int(read_job(client, job_id).get("stolen", 0)) == 0
+    assert a.answer(first) == "accepted" and a.answer(second) == "accepted; job done"
+
+
+def test_the_monitor_serves_idle_workers_between_messages_not_a_few_per_pass(client, collector):
+    from hydra.monitor import Monitor
+
+    monitor = Monitor(client, Settings())
+    workers = [FakeWorker(monitor.collector, f"v{i}") for i in range(150)]
+    for worker in workers:
+        worker.hello()  # no job yet: every one waits in hydra:idle
+    assert client.zcard(keys.IDLE) == 150
+    # Submitted without the scheduler's own quick serving, as if its process died right after.
+    from hydra import queue
+
+    serve, queue._serve_idle_workers = queue._serve_idle_workers, lambda redis: None
+    try:
+        job_id = submit(client, "pi", {"samples": 400 * BLOCK, "seed": 5}, SubmitOptions(chunk_units=1))
+    finally:
+        queue._serve_idle_workers = serve
+    monitor.dispatcher.forget_active()  # its list of active jobs is cached for 0.2 s
+    rounds = 0
+    while monitor.serve_waiting(time.monotonic()):
+        rounds += 1
+        assert rounds < 100
+    assert client.zcard(keys.IDLE) == 0, "every idle worker got work in slices, without a single pass"
+    assert all(w.inbox() for w in workers)
+    assert not monitor.serve_waiting(time.monotonic()), "nothing left to serve: it backs off"
+    run_to_end(workers)
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 400 * BLOCK)
+
+
+def test_a_result_drained_before_its_arrival_stamp_never_takes_a_later_results_stamp(client, collector):
+    """Under load a drain pops messages whose keyspace notification the listener has not heard yet;
+    their stamps, heard later, must be skipped, not paired with later results (which would then
+    look early: the worker measured far faster than it is, and given chunks far too big)."""
+    import collections
+
+    pi_job(client)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    first, second = alice.take(), alice.take()
+
+    def push(chunk: dict) -> None:
+        start = chunk["first"] * BLOCK
+        sums = {"inside": count_inside_samples(chunk["seed"], start, chunk["count"] * BLOCK)}
+        header = {"t": "result", "w": "w1", "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"]}
+        client.rpush(keys.outbox("alice"), json.dumps({**header, "sums": sums, "seconds": 0.1}).encode() + b"\n")
+
+    push(first)
+    assert collector.drain("alice", collections.deque()) == 1  # its stamp is not heard yet
+    last = float(client.hget(keys.worker(alice.name), "last_result"))
+    stale = last + 1e-4  # the first result's stamp, heard only now
+    push(second)
+    assert collector.drain("alice", collections.deque([stale, time.time()])) == 1
+    assert float(client.hget(keys.worker(alice.name), "last_result")) != stale
+
+
+def test_a_results_co2_is_billed_before_it_is_accepted_so_a_done_job_has_all_of_it(client, collector, monkeypatch):
+    """The job reads done the moment its last result is accepted: that result's energy and CO2 must
+    already be in the totals, even if the collector dies right after accepting it."""
+    job_id = pi_job(client, samples=8 * BLOCK)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    first, second = alice.take(), alice.take()
+    assert alice.answer(first) == "accepted"
+    before = float(client.hget(keys.job(job_id), "energy_j"))
+    assert before > 0
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the monitor was killed here")
+
+    monkeypatch.setattr(collector, "_after_result", dies)
+    alice.answer(second)  # the handler crashes after the accept (a strike, as for any crash)
+    record = read_job(client, job_id)
+    assert record["state"] == "done"
+    assert float(client.hget(keys.job(job_id), "energy_j")) > before, "the last result's energy was billed"

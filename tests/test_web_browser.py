@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from hydra.local import free_port, spawn, stop_process
-from tests.conftest import ROOT, wait_until
+from hydra.local import stop_process
+from tests.conftest import ROOT, start_page, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -23,21 +22,7 @@ pytestmark = [
 
 @pytest.fixture
 def page_server(redis_server, cluster_factory):
-    import urllib.request
-
-    port = free_port()
-    env = {"HYDRA_REDIS_URL": redis_server.url, "HYDRA_WEB_TOKEN": "tok3n"}
-    server = spawn([sys.executable, "-m", "hydra", "web", "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(answers, timeout=60, what="the web server")
+    server, url = start_page(redis_server.url, {"HYDRA_WEB_TOKEN": "tok3n"})
     cluster_factory(1)
     yield url
     stop_process(server)

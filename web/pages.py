@@ -1,10 +1,12 @@
-"""Routes the page reads beyond its snapshot: one job's own view, job history and worker lists, a page at a time."""
+"""Routes the page reads beyond its snapshot: one job's own view, job history, CO2 per zone, and worker
+lists a page at a time."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from hydra import keys
+from hydra.carbon.summary import carbon_summary
 from hydra.errors import InvalidInput, NoSuchJob
 from hydra.queue import job_status
 from hydra.tasks import TASKS
@@ -51,6 +53,12 @@ def api_jobs():
         except NoSuchJob:
             continue
     return jsonify({"total": int(redis.zcard(keys.JOBS)), "offset": offset, "jobs": jobs})
+
+
+@bp.get("/api/carbon")
+def api_carbon():
+    """CO2 per grid zone (the most emitting zones, then "other") and the totals: a location-based estimate."""
+    return jsonify(carbon_summary(_redis()))
 
 
 @bp.get("/api/workers")

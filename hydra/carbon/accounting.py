@@ -1,45 +1,69 @@
 """Energy and CO2 of every chunk, and their totals per job, volunteer and zone.
 
-A **location-based estimate**: energy = busy seconds × the device's power figure, CO2 = energy ×
-the average intensity of the worker's grid zone in that hour (or the marginal one, with a
-marginal source: the result says which). Not a measurement of the volunteer's own supply.
+A **location-based estimate**: energy = busy seconds × a power figure, CO2 = energy × the average
+intensity of the worker's grid zone in that hour (or the marginal one, with a marginal source: the
+result says which). Not a measurement of the volunteer's own supply.
 
-Whose seconds. A volunteer's reported ``seconds`` (and its RAPL joules) are untrusted: a volunteer
-could understate them to look green. The trusted side charges the busy time *it* observed for the
-chunk: from when the chunk could start (its push into the inbox, or the worker's previous result,
-whichever is later) to when its result arrived, clipped to ``[0, expected × factor]`` so that a
-worker that sat on a chunk is not charged for its idling (:func:`trusted_seconds`). The worker's
-own RAPL reading travels in the result (``joules``, ``energy_source``) for display only.
+Whose seconds. A volunteer's reported ``seconds`` are untrusted: a volunteer could understate them
+to look green. The trusted side charges the busy time *it* observed for the chunk: from when the
+chunk could start (its push into the inbox, or the worker's previous result, whichever is later) to
+when its result arrived, clipped to ``[0, expected × factor]`` so that a worker that sat on a chunk
+is not charged for its idling (:func:`trusted_seconds`).
 
-Power figures (``HYDRA_CARBON_WATTS="cpu=65,cuda=250"``, watts per busy worker) are per device kind.
+Whose watts. Power figures are per device kind (``HYDRA_CARBON_WATTS="cpu=65,cuda=250"``, watts per
+busy worker). A worker that can read RAPL counters sends ``joules`` and ``energy_source: "rapl"``
+measured around its kernel, next to the kernel's ``seconds`` (:func:`measure_energy`). Both are
+untrusted, so they are used for one thing only: the worker's *power*, ``joules / seconds``, which
+replaces the configured figure after being clamped to ``[0.25 ×, 2 ×]`` that figure
+(:func:`billed_watts`). The seconds billed stay the trusted side's own. A lying volunteer can
+therefore move its footprint by a bounded factor only (at most 4× lower, 2× higher), and a missing,
+malformed or impossible reading (not a finite number, negative joules, no seconds) bills the
+configured figure. RAPL counts the whole CPU package, every process on the machine: several workers
+on one host each see the others' energy, which the 2 × ceiling also bounds. The job record and the
+zone totals keep how many of the billed joules used a measured power (``energy_rapl_j``,
+``hydra:carbon:zone:rapl``), so results and the page say how much was measured and how much estimated.
 
-Totals are integers of milligrams so that the Lua ACCEPT script can ``HINCRBY`` them atomically with
-the result it accepts. Fields and keys (to live in :mod:`hydra.keys` when merged):
+Totals are integer milligrams of CO2 and joules (float), written by one Lua script per accepted
+chunk (:func:`add_to_totals`, queued on the collector's pipeline): a total that is not a number
+(written by hand, or by something else) counts as 0 instead of failing the collector's write.
+Fields and keys (see :mod:`hydra.keys`):
 
-- ``hydra:job:<id>`` (hash) field ``co2_mg``: the job's total;
+- ``hydra:job:<id>`` (hash) fields ``co2_mg``, ``energy_j``, ``energy_rapl_j``: the job's totals;
 - ``hydra:carbon:volunteer`` (hash) field ``<user>``: mg per volunteer, all jobs;
-- ``hydra:carbon:zone`` (hash) field ``<zone>``: mg per zone; ``hydra:carbon:zone:energy`` (hash)
-  field ``<zone>``: joules per zone. These two live as long as the project (a handful of fields).
+- ``hydra:carbon:zone`` (hash) ``<zone>`` → mg; ``hydra:carbon:zone:energy`` ``<zone>`` → joules,
+  ``hydra:carbon:zone:rapl`` ``<zone>`` → joules billed at a measured power,
+  ``hydra:carbon:zone:intensity`` ``<zone>`` → g/kWh of the zone's last billed chunk. These live as
+  long as the project (one field per zone a result came from; :mod:`hydra.carbon.summary` reads them).
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from hydra.carbon.signal import Reading
+from hydra import keys
 from hydra.errors import InvalidInput
 
+if TYPE_CHECKING:  # workers import this module for their RAPL meter: no signal machinery at start
+    from hydra.carbon.signal import Reading
+
 DEFAULT_WATTS = {"cpu": 65.0, "cuda": 250.0}
-ESTIMATE_NOTE = "location-based estimate: busy time × device power × grid intensity of the worker's zone"
+ESTIMATE_NOTE = (
+    "location-based estimate: busy time × device power (configured, or the worker's RAPL reading "
+    "within bounds) × grid intensity of the worker's zone"
+)
 JOB_FIELD = "co2_mg"
-VOLUNTEER_TOTALS = "hydra:carbon:volunteer"
-ZONE_TOTALS = "hydra:carbon:zone"
-ZONE_ENERGY = "hydra:carbon:zone:energy"
+ENERGY_FIELD = "energy_j"
+RAPL_ENERGY_FIELD = "energy_rapl_j"
+# A worker's measured power counts only within these factors of the configured figure.
+MEASURED_FLOOR = 0.25
+MEASURED_CEILING = 2.0
 RAPL_GLOB = "/sys/class/powercap/intel-rapl:*/energy_uj"
 
 
@@ -83,6 +107,47 @@ def co2_mg(energy_joules: float, grams_per_kwh: float) -> int:
 
 
 @dataclass(frozen=True)
+class EnergyClaim:
+    """What a worker says its RAPL counters read around the kernel (untrusted: see the module docstring)."""
+
+    joules: float
+    seconds: float
+
+    @property
+    def watts(self) -> float:
+        return self.joules / self.seconds
+
+
+def _finite(value: Any) -> float | None:
+    if type(value) not in (int, float):  # not bool, str, None, list…
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer may have any number of digits
+        return None
+    return number if math.isfinite(number) else None
+
+
+def energy_claim(message: Mapping[str, Any]) -> EnergyClaim | None:
+    """The worker's measurement from its result message, or None when absent or impossible."""
+    if message.get("energy_source") != "rapl":
+        return None
+    joules, seconds = _finite(message.get("joules")), _finite(message.get("seconds"))
+    if joules is None or seconds is None or joules < 0 or seconds <= 0 or not math.isfinite(joules / seconds):
+        return None
+    return EnergyClaim(joules, seconds)
+
+
+def billed_watts(configured: float, claim: EnergyClaim | None) -> tuple[float, str]:
+    """The power to bill and where it came from: the worker's measured power clamped to
+    ``[MEASURED_FLOOR, MEASURED_CEILING] × configured`` (``"rapl"``), else the configured figure
+    (``"estimate"``)."""
+    if claim is None:
+        return configured, "estimate"
+    return min(max(claim.watts, configured * MEASURED_FLOOR), configured * MEASURED_CEILING), "rapl"
+
+
+@dataclass(frozen=True)
 class ChunkCarbon:
     """What the trusted side records for one accepted chunk."""
 
@@ -93,12 +158,14 @@ class ChunkCarbon:
     zone: str
     kind: str  # "average" or "marginal"
     default: bool  # the zone's intensity was unknown: the default stood in
+    source: str = "estimate"  # "rapl": billed at the worker's measured power (bounded)
 
     def fields(self) -> dict[str, str]:
         """Fields for the chunk record (strings, as Redis stores them)."""
         return {
             "co2_mg": str(self.co2_mg),
             "energy_j": f"{self.joules:.3f}",
+            "energy_source": self.source,
             "zone": self.zone,
             "intensity": f"{self.grams_per_kwh:.1f}",
             "intensity_kind": self.kind,
@@ -107,29 +174,111 @@ class ChunkCarbon:
 
 
 def chunk_carbon(
-    seconds: float, device: str, reading: Reading, watts: Mapping[str, float] = DEFAULT_WATTS
+    seconds: float,
+    device: str,
+    reading: Reading,
+    watts: Mapping[str, float] = DEFAULT_WATTS,
+    claim: EnergyClaim | None = None,
 ) -> ChunkCarbon:
-    """Energy and CO2 of one chunk from trusted busy seconds, the device and the zone's reading."""
-    energy = joules(seconds, watts.get(device, watts.get("cpu", DEFAULT_WATTS["cpu"])))
+    """Energy and CO2 of one chunk from trusted busy seconds, the device's power (or the worker's
+    measured power, bounded by it) and the zone's reading."""
+    configured = watts.get(device, watts.get("cpu", DEFAULT_WATTS["cpu"]))
+    power, source = billed_watts(configured, claim)
+    energy = joules(seconds, power)
     return ChunkCarbon(
-        seconds, energy, reading.grams, co2_mg(energy, reading.grams), reading.zone, reading.kind, reading.default
+        seconds,
+        energy,
+        reading.grams,
+        co2_mg(energy, reading.grams),
+        reading.zone,
+        reading.kind,
+        reading.default,
+        source,
     )
 
 
-def add_to_totals(pipe: object, job_key: str, user: str, carbon: ChunkCarbon) -> None:
-    """The HINCRBYs for one accepted chunk, on a pipeline (or inside ACCEPT, the same four writes)."""
+# Adds to totals that may hold anything: a field that is not a finite number counts as 0, so one
+# bad value never fails the collector's write (HINCRBY would). Keys: the job record, the volunteer,
+# zone CO2, zone energy, zone measured energy, zone intensity. ARGV: user, zone, mg, J, measured J,
+# g/kWh. Atomic with the rest of the collector's MULTI for the result.
+_ADD_TOTALS = """
+local function num(key, field)
+  local v = tonumber(redis.call('HGET', key, field))
+  if v == nil or v ~= v or v == math.huge or v == -math.huge then return 0 end
+  return v
+end
+local function add(key, field, inc, fmt)
+  redis.call('HSET', key, field, string.format(fmt, num(key, field) + inc))
+end
+local user, zone = ARGV[1], ARGV[2]
+local mg, j, measured = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+add(KEYS[1], 'co2_mg', mg, '%d')
+add(KEYS[1], 'energy_j', j, '%.6f')
+add(KEYS[2], user, mg, '%d')
+add(KEYS[3], zone, mg, '%d')
+add(KEYS[4], zone, j, '%.3f')
+if measured > 0 then
+  add(KEYS[1], 'energy_rapl_j', measured, '%.6f')
+  add(KEYS[5], zone, measured, '%.3f')
+end
+redis.call('HSET', KEYS[6], zone, ARGV[6])
+return 1
+"""
+
+
+def add_to_totals(pipe: Any, job_key: str, user: str, carbon: ChunkCarbon) -> None:
+    """Queue the totals of one accepted chunk on ``pipe`` (a pipeline, or a client): one Lua call."""
     zone = carbon.zone or "unknown"
-    pipe.hincrby(job_key, JOB_FIELD, carbon.co2_mg)  # type: ignore[attr-defined]
-    pipe.hincrby(VOLUNTEER_TOTALS, user, carbon.co2_mg)  # type: ignore[attr-defined]
-    pipe.hincrby(ZONE_TOTALS, zone, carbon.co2_mg)  # type: ignore[attr-defined]
-    pipe.hincrbyfloat(ZONE_ENERGY, zone, round(carbon.joules, 3))  # type: ignore[attr-defined]
+    measured = carbon.joules if carbon.source == "rapl" else 0.0
+    # EVAL, not a registered script: on a pipeline, redis-py would ask SCRIPT EXISTS first, one more
+    # round trip per result; Redis caches the compiled body by its digest either way.
+    pipe.eval(
+        _ADD_TOTALS,
+        6,
+        *[
+            job_key,
+            keys.CARBON_VOLUNTEER,
+            keys.CARBON_ZONE,
+            keys.CARBON_ZONE_ENERGY,
+            keys.CARBON_ZONE_RAPL,
+            keys.CARBON_ZONE_INTENSITY,
+        ],
+        *[user, zone, carbon.co2_mg, f"{carbon.joules:.6f}", f"{measured:.6f}", f"{carbon.grams_per_kwh:.1f}"],
+    )
 
 
-def result_fields(job_record: Mapping[str, str | bytes]) -> dict[str, object]:
-    """What ``hydra result --json`` adds: ``co2_grams`` and what the figure is."""
-    raw = job_record.get(JOB_FIELD, job_record.get(JOB_FIELD.encode(), 0))  # type: ignore[call-overload]
-    mg = int(raw.decode() if isinstance(raw, bytes) else raw or 0)
-    return {"co2_grams": mg / 1000.0, "co2_basis": ESTIMATE_NOTE}
+def number(raw: object) -> float:
+    """A stored total as a number: 0 for anything that is not a finite one (missing, garbage)."""
+    try:
+        value = float(raw.decode() if isinstance(raw, bytes) else raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
+
+
+def _field(record: Mapping[Any, Any], name: str) -> object:
+    return record.get(name, record.get(name.encode()))
+
+
+def shown(mg: float, joules: float, measured_joules: float) -> tuple[float, float, float]:
+    """Stored totals as people read them: grams of CO2, kWh, and the share of the energy billed at a
+    measured power (never more than all of it)."""
+    share = min(measured_joules, joules) / joules if joules > 0 else 0.0
+    return round(mg) / 1000.0, joules / 3.6e6, share
+
+
+def status_fields(job_record: Mapping[Any, Any]) -> dict[str, object]:
+    """The job's CO2 and energy so far, for its status (page, ``hydra status``) and result."""
+    grams, kwh, share = shown(
+        *(number(_field(job_record, name)) for name in (JOB_FIELD, ENERGY_FIELD, RAPL_ENERGY_FIELD))
+    )
+    return {"co2_grams": grams, "energy_kwh": kwh, "energy_measured": share}
+
+
+def result_fields(job_record: Mapping[Any, Any]) -> dict[str, object]:
+    """What ``hydra result --json`` adds: ``co2_grams``, energy, the share of it measured (RAPL)
+    rather than estimated, and what the figure is."""
+    return {**status_fields(job_record), "co2_basis": ESTIMATE_NOTE}
 
 
 def describe(mg: int) -> str:
@@ -142,9 +291,10 @@ def describe(mg: int) -> str:
 # -- the worker's own energy, where the hardware tells it ------------------------------------------
 
 
-def rapl_files() -> list[str]:
-    """Readable package-level RAPL counters (``intel-rapl:N``, not their sub-domains)."""
-    found = sorted(glob.glob(RAPL_GLOB))
+def rapl_files(pattern: str | None = None) -> list[str]:
+    """Readable package-level RAPL counters (``intel-rapl:N``, not their sub-domains), matching
+    ``pattern``, else ``HYDRA_RAPL_GLOB``, else the kernel's powercap files."""
+    found = sorted(glob.glob(pattern or os.environ.get("HYDRA_RAPL_GLOB") or RAPL_GLOB))
     return [p for p in found if os.path.basename(os.path.dirname(p)).count(":") == 1 and os.access(p, os.R_OK)]
 
 
@@ -168,7 +318,7 @@ class EnergyMeter:
     source: str = "none"
 
     def result_fields(self) -> dict[str, object]:
-        """Fields for the worker's result message (informational: the trusted side does not bill them)."""
+        """Fields for the worker's result message (the trusted side bills at most a bounded power from them)."""
         if self.joules is None:
             return {}
         return {"joules": round(self.joules, 3), "energy_source": self.source}

@@ -19,12 +19,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis import Redis
 
 from hydra import keys
-from hydra.carbon.policy import CarbonJob, PoolView, policy_for
-from hydra.carbon.signal import CarbonSignal
+
+if TYPE_CHECKING:  # the policy (and numpy) load with the first carbon-aware job, not with dispatch
+    from hydra.carbon.policy import PoolView
+    from hydra.carbon.signal import CarbonSignal
 
 JOB_FIELD = "carbon_deadline"
 _JOB_SECONDS = 1.0
@@ -39,6 +42,10 @@ class CarbonGate:
         self.redis = redis
         self.clock = clock
         self._signal = signal
+        if signal is None:  # bad HYDRA_CARBON_* settings stop the monitor at start, not at the first such job
+            from hydra.carbon.providers import carbon_settings
+
+            carbon_settings(os.environ)
         self._deadlines: dict[str, float | None] = {}
         # job → (fetched at, task, deadline, remaining work)
         self._jobs: dict[str, tuple[float, str, float, float]] = {}
@@ -63,6 +70,8 @@ class CarbonGate:
         deadline = self.deadline(job_id)
         if deadline is None:
             return True
+        from hydra.carbon.policy import CarbonJob, policy_for
+
         now = self.clock()
         remaining = self._remaining(job_id, task, deadline, total_work, units_total, now)
         ahead = sum(
@@ -88,6 +97,8 @@ class CarbonGate:
         cached = self._pools.get(task)
         if cached is not None and now - cached[0] < _POOL_SECONDS:
             return cached[1]
+        from hydra.carbon.policy import PoolView
+
         rates = self.redis.zrange(keys.rates(task), 0, -1, withscores=True)
         pipe = self.redis.pipeline(transaction=False)
         for name, _ in rates:

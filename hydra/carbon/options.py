@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 from typing import Any, TypeVar
 
@@ -49,6 +50,9 @@ def submit_fields(args: argparse.Namespace) -> dict[str, object]:
     if not args.carbon_aware:
         return {"carbon_aware": False, "deadline": None}
     deadline = DEFAULT_DEADLINE if args.deadline is None else parse_deadline(args.deadline)
+    from hydra.carbon.providers import carbon_settings
+
+    carbon_settings(os.environ)  # this process dispatches the job at once too: bad settings stop it here
     return {"carbon_aware": True, "deadline": deadline}
 
 

@@ -17,7 +17,9 @@ that into last known value, then default. Settings (read in :func:`carbon_settin
 ``hydra/carbon/traces``) | ``ukgrid`` | ``electricitymaps`` | ``watttime``; ``HYDRA_CARBON_TOKEN``
 (Electricity Maps token; WattTime ``user:password`` or a bearer token); ``HYDRA_CARBON_URL``
 (another base URL, e.g. a proxy or a test server); ``HYDRA_CARBON_DEFAULT`` (g/kWh for unknown
-zones, 400); ``HYDRA_CARBON_TIMEOUT`` (seconds, 2).
+zones, 400); ``HYDRA_CARBON_TIMEOUT`` (seconds, 2); ``HYDRA_CARBON_REPLAY_AT`` (an ISO time such
+as ``2022-03-07T06:00Z``: the replay source holds at that recorded hour, whatever the time, for
+tests and demos that need the same grid every run; deadlines and busy time follow the real clock).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from hydra.errors import InvalidInput
 SHIPPED_TRACES = Path(__file__).parent / "traces"
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
 WATTTIME_REGIONS = {"US-CAL-CISO": "CAISO_NORTH"}
+SOURCES = ("replay", "ukgrid", "electricitymaps", "watttime")
 
 
 def _get_json(url: str, headers: Mapping[str, str], timeout: float) -> Any:
@@ -273,6 +276,7 @@ class CarbonSettings:
     default: float = DEFAULT_INTENSITY
     timeout: float = 2.0
     regions: str = ""
+    replay_at: float | None = None  # epoch seconds: a replay held at that recorded hour
 
 
 def carbon_settings(env: Mapping[str, str]) -> CarbonSettings:
@@ -284,13 +288,28 @@ def carbon_settings(env: Mapping[str, str]) -> CarbonSettings:
         raise InvalidInput(f"HYDRA_CARBON_DEFAULT and HYDRA_CARBON_TIMEOUT are numbers: {exc}") from None
     if not 0 <= default <= 5000 or not 0 < timeout <= 60:
         raise InvalidInput("HYDRA_CARBON_DEFAULT must be in [0, 5000] g/kWh and HYDRA_CARBON_TIMEOUT in (0, 60] s")
+    replay_at = None
+    if env.get("HYDRA_CARBON_REPLAY_AT"):
+        try:
+            replay_at = _when(env["HYDRA_CARBON_REPLAY_AT"].strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(
+                f"HYDRA_CARBON_REPLAY_AT must be an ISO time such as 2022-03-07T06:00Z, "
+                f"got {env['HYDRA_CARBON_REPLAY_AT'][:40]!r}"
+            ) from None
+    source = env.get("HYDRA_CARBON_SOURCE") or "replay"
+    if source.partition(":")[0] not in SOURCES:
+        raise InvalidInput(
+            f"HYDRA_CARBON_SOURCE must be replay[:DIR], ukgrid, electricitymaps or watttime, got {source!r}"
+        )
     return CarbonSettings(
-        source=env.get("HYDRA_CARBON_SOURCE") or "replay",
+        source=source,
         token=env.get("HYDRA_CARBON_TOKEN", ""),
         url=env.get("HYDRA_CARBON_URL", ""),
         default=default,
         timeout=timeout,
         regions=env.get("HYDRA_CARBON_REGIONS", ""),
+        replay_at=replay_at,
     )
 
 
@@ -300,7 +319,7 @@ def make_source(settings: CarbonSettings, clock: Callable[[], float] = time.time
     kind, _, arg = settings.source.partition(":")
     extra = {"base": settings.url} if settings.url else {}
     if kind == "replay":
-        return replay_from(arg or SHIPPED_TRACES, clock)
+        return replay_from(arg or SHIPPED_TRACES, clock, pinned=settings.replay_at)
     if kind == "ukgrid":
         return UKGrid(timeout=settings.timeout, clock=clock, **extra)
     if kind == "electricitymaps":

@@ -10,6 +10,11 @@ The clock is injected: the bench and the tests drive it in simulated time. Outsi
 span, time wraps around the trace in whole weeks (whole days for a shorter trace), so that a
 deployment replaying a recorded week keeps hour of day and day of week.
 
+``pinned`` (``HYDRA_CARBON_REPLAY_AT``) holds the replay at one recorded hour: whatever the clock
+says, the hour in progress reads as that hour and the forecast as the hours recorded after it
+(readings are still stamped with the clock's hours, so callers line them up with real time).
+Tests and demos get the same grid on every run.
+
 A recorded trace knows the future exactly; ``forecast_error`` (a fraction, e.g. 0.1) adds
 deterministic noise that grows with the lead time (full size at 24 h), so that the policy can be
 measured with forecasts as imperfect as real ones.
@@ -153,9 +158,11 @@ class ReplaySignal:
         clock: Callable[[], float] = time.time,
         forecast_error: float = 0.0,
         seed: int = 0,
+        pinned: float | None = None,
     ) -> None:
         self.trace = trace
         self.clock = clock
+        self.pinned = pinned
         self.forecast_error = forecast_error
         self.seed = seed
         self.name = "replay"
@@ -173,9 +180,13 @@ class ReplaySignal:
         series = self.trace.values.get(zone)
         return None if series is None else float(series[self.index(t)])
 
+    def _shift(self, now: float) -> float:
+        """Seconds from the clock's time to the trace time read: whole hours, 0 unless pinned."""
+        return 0.0 if self.pinned is None else hour_start(self.pinned) - hour_start(now)
+
     def latest(self, zone: str) -> Reading | None:
         t = self.clock()
-        v = self.value(zone, t)
+        v = self.value(zone, t + self._shift(t))
         return None if v is None else Reading(zone, hour_start(t), v, source="replay")
 
     def forecast(self, zone: str, hours: int) -> list[Reading]:
@@ -183,10 +194,11 @@ class ReplaySignal:
         series = self.trace.values.get(zone)
         if series is None:
             return []
-        idx = [self.index(now + k * HOUR) for k in range(hours)]
+        shift = self._shift(now)
+        idx = [self.index(now + shift + k * HOUR) for k in range(hours)]
         values = series[idx].astype(float)
         if self.forecast_error > 0 and hours > 1:
-            rng = np.random.default_rng([self.seed, zlib.crc32(zone.encode()), int(now // HOUR)])
+            rng = np.random.default_rng([self.seed, zlib.crc32(zone.encode()), int((now + shift) // HOUR)])
             lead = np.arange(hours)
             scale = self.forecast_error * np.minimum(1.0, np.sqrt(lead / 24.0))
             values = np.maximum(0.0, values * (1.0 + rng.standard_normal(hours) * scale))
@@ -197,10 +209,11 @@ class ReplaySignal:
             return []
         first = hour_start(start)
         count = max(0, math.ceil((end - first) / HOUR))
+        shift = self._shift(self.clock())
         out = []
         for k in range(count):
             t = first + k * HOUR
-            v = self.value(zone, t)
+            v = self.value(zone, t + shift)
             if v is not None:
                 out.append(Reading(zone, t, v, source="replay"))
         return out

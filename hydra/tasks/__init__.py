@@ -33,22 +33,37 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def installed() -> dict[str, Task]:
-    """name → task, for every task this machine can run (loaded once per process)."""
-    tasks: dict[str, Task] = {}
+def _points() -> dict[str, list]:
+    """name → its entry points (more than one: a conflict, the first by value wins)."""
+    points: dict[str, list] = {}
     for point in sorted(entry_points(group=GROUP), key=lambda p: (p.name, p.value)):
-        if point.name in tasks:
-            log.warning("task %r registered twice; keeping %s", point.name, type(tasks[point.name]).__module__)
-            continue
+        points.setdefault(point.name, []).append(point)
+    return points
+
+
+@functools.cache
+def _load(name: str) -> Task | None:
+    """The task called ``name``, loaded once per process; None if absent or broken. Only this one
+    is imported: the trusted side plans a pi job without importing every plug-in (and numba)."""
+    found = _points().get(name, [])
+    if len(found) > 1:
+        log.warning("task %r registered twice; keeping %s", name, found[0].value)
+    for point in found[:1]:
         try:
             loaded = point.load()
             task = loaded() if isinstance(loaded, type) else loaded
-            _check(point.name, task)
+            _check(name, task)
         except Exception as exc:  # a broken plug-in must not take Hydra down
-            log.warning("task %r (%s) not loaded: %s", point.name, point.value, exc)
-            continue
-        tasks[point.name] = task
-    return tasks
+            log.warning("task %r (%s) not loaded: %s", name, point.value, exc)
+            return None
+        return task
+    return None
+
+
+@functools.cache
+def installed() -> dict[str, Task]:
+    """name → task, for every task this machine can run (loaded once per process)."""
+    return {name: task for name in _points() if (task := _load(name)) is not None}
 
 
 def _check(name: str, task: object) -> None:
@@ -62,12 +77,22 @@ def _check(name: str, task: object) -> None:
     task.reductions()  # a wrong reduce declaration fails here, not in the middle of a job
 
 
+def _lookup(name: object) -> Task | None:
+    """The task called ``name``: from the full registry once it is loaded (a benchmark may add to
+    it), else loading that one plug-in only."""
+    if not isinstance(name, str):
+        return None
+    if installed.cache_info().currsize:
+        return installed().get(name)
+    return _load(name)
+
+
 def get_task(name: str) -> Task:
-    try:
-        return installed()[name]
-    except (KeyError, TypeError):
+    task = _lookup(name)
+    if task is None:
         known = ", ".join(sorted(installed()))
-        raise InvalidInput(f"unknown task {name!r} (installed: {known})") from None
+        raise InvalidInput(f"unknown task {name!r} (installed: {known})")
+    return task
 
 
 @functools.cache
@@ -91,7 +116,10 @@ class _Installed(Mapping[str, Task]):
     """``TASKS``: a read-only view of :func:`installed`, loaded on first use, not at import."""
 
     def __getitem__(self, name: str) -> Task:
-        return installed()[name]
+        task = _lookup(name)
+        if task is None:
+            raise KeyError(name)
+        return task
 
     def __iter__(self) -> Iterator[str]:
         return iter(installed())

@@ -97,6 +97,7 @@ function onJob(job, quiet = false) {
     }
   }
   if (!quiet) follow(job);
+  if (carbonJob() === job) showJobCo2();
   if (job.task === "pi" && selectedPi === job.job) drawPi();
   if (job.task === "mandelbrot" && selectedMandel === job.job && job.state === "done") showPng(job);
 }
@@ -118,6 +119,7 @@ function follow(job) {
 function markSelected() {
   document.querySelectorAll("#jobs tr[data-job-id]").forEach(r =>
     r.classList.toggle("selected", r.dataset.jobId === selectedPi || r.dataset.jobId === selectedMandel));
+  showJobCo2();
 }
 function choose(id, push = true) {
   const job = jobs.get(id);
@@ -244,6 +246,7 @@ function renderWorkers(data) {
   newest.hidden = slowest.hidden = showingAll;
   document.getElementById("workers-show-all").hidden = showingAll || summary.count <= (summary.newest || []).length;
   document.getElementById("no-workers").hidden = summary.count > 0;
+  if (summary.carbon) renderCarbon(summary.carbon);
 }
 async function loadWorkers(offset) {
   const page = await fetch("/api/workers?offset=" + offset + "&limit=50").then(r => r.json());
@@ -297,6 +300,71 @@ function onCluster(c) {
   }
 }
 
+// ---------- CO2 ----------
+// Location-based estimates kept by the trusted side: the shown job's CO2 (from its status) and CO2
+// per grid zone, a bounded summary {zones: [{zone, grams, kwh, measured, intensity, other?}], grams,
+// kwh, measured} that rides on the `workers` event and is read from /api/carbon on load.
+let carbon = null;
+function mass(g) {
+  if (g === null || g === undefined || !isFinite(g)) return "–";
+  if (g >= 1000) return (g / 1000).toPrecision(3) + " kg";
+  if (g >= 1) return g.toPrecision(3) + " g";
+  return g > 0 ? (g * 1000).toPrecision(3) + " mg" : "0 g";
+}
+function energy(kwh) { return !kwh ? "0 kWh" : kwh >= 1 ? human(kwh) + " kWh" : human(kwh * 1000) + " Wh"; }
+function measuredText(share) { return share > 0 ? Math.round(100 * share) + "% measured (RAPL)" : "estimated"; }
+// The job whose CO2 is shown: the one chosen (URL or click), else the newest running one of the panels.
+function carbonJob() {
+  if (pinned && jobs.has(pinned)) return jobs.get(pinned);
+  let best = null;
+  for (const id of [selectedPi, selectedMandel]) { const j = jobs.get(id); if (j && better(j, best)) best = j; }
+  return best;
+}
+function showJobCo2() {
+  const job = carbonJob(), line = document.getElementById("job-co2");
+  if (!job || job.co2_grams === undefined) { line.textContent = ""; delete line.dataset.job; return; }
+  line.dataset.job = job.job;
+  line.dataset.grams = String(job.co2_grams);
+  line.textContent = "job " + job.job + ": " + mass(job.co2_grams) + " CO2, " + energy(job.energy_kwh || 0) +
+    " (" + measuredText(job.energy_measured || 0) + ") · location-based estimate";
+}
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs = {}, text = "") {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+function renderCarbon(summary) {
+  if (!summary || !Array.isArray(summary.zones)) return;
+  carbon = summary;
+  const chart = document.getElementById("carbon-chart");
+  const rows = summary.zones, rowHeight = 40, label = 120;
+  const width = chart.getBoundingClientRect().width || 800, room = Math.max(40, width - label - 8);
+  const most = Math.max(...rows.map(z => z.grams || 0), 0);
+  chart.setAttribute("height", String(rows.length * rowHeight));
+  chart.replaceChildren(...rows.map((z, i) => {
+    const row = svgEl("g", {class: z.other ? "carbon-row other" : "carbon-row", transform: `translate(0,${i * rowHeight})`,
+      "data-zone": z.other ? "" : z.zone, "data-grams": String(z.grams), "data-kwh": String(z.kwh)});
+    const bar = most > 0 && z.grams > 0 ? Math.max(1, room * z.grams / most) : 0;
+    const figures = [mass(z.grams) + " CO2", energy(z.kwh), measuredText(z.measured)];
+    if (z.intensity) figures.push(Math.round(z.intensity) + " g/kWh at its last chunk");
+    // Zone names come from workers: a long one is cut here (whole in its tooltip) and never escapes the SVG.
+    const cut = !z.other && z.zone.length > 14;
+    const name = svgEl("text", {class: "zone", x: 0, y: 15}, cut ? z.zone.slice(0, 13) + "…" : z.zone);
+    name.appendChild(svgEl("title", {}, z.zone));
+    row.append(name, svgEl("rect", {class: "zone-bar", x: label, y: 4, height: 14, width: bar.toFixed(1), rx: 2}),
+               svgEl("text", {class: "figures", x: 0, y: 33}, figures.join(" · ")));
+    return row;
+  }));
+  document.getElementById("no-carbon").hidden = rows.length > 0;
+  document.getElementById("carbon-total").textContent = rows.length
+    ? mass(summary.grams) + " CO2 in all, " + energy(summary.kwh) : "";
+}
+window.addEventListener("resize", () => renderCarbon(carbon));
+fetch("/api/carbon").then(r => r.ok ? r.json() : null).then(c => { if (c && !carbon) renderCarbon(c); })
+  .catch(() => {});
+
 // ---------- submit and cancel ----------
 const form = document.getElementById("submit-form");
 const token = document.getElementById("token");
@@ -348,6 +416,7 @@ socket.on("snapshot", snap => {
   else if (pinned) fetch("/api/jobs/" + pinned).then(r => r.ok ? r.json() : null)
     .then(job => { if (job) { onJob(job, true); choose(job.job, false); } });
   renderWorkers(snap.workers);
+  showJobCo2();
 });
 socket.on("job", job => onJob(job));
 socket.on("tile", onTile);

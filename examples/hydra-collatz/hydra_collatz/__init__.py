@@ -5,25 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numba
-
 from hydra.tasks.base import ChunkResult, Param, Plan, Task
 
 BLOCK = 1 << 16  # numbers per unit
-
-
-@numba.njit(cache=True, nogil=True)
-def _steps(lo: int, hi: int) -> tuple[int, int, int]:
-    total, longest, at = 0, -1, 0
-    for n in range(lo, hi):
-        x, k = n, 0
-        while x != 1:
-            x = x // 2 if x % 2 == 0 else 3 * x + 1
-            k += 1
-        total += k
-        if k > longest:  # ascending n: the first n wins a tie
-            longest, at = k, n
-    return total, longest, at
 
 
 class CollatzTask(Task):
@@ -56,10 +40,14 @@ class CollatzTask(Task):
         return hi - lo
 
     def warm_up(self) -> None:
-        _steps(1, 2)
+        from hydra_collatz.kernel import steps
+
+        steps(1, 2)
 
     def run(self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"):
-        total, longest, at = _steps(*self._range(params, first, count))
+        from hydra_collatz.kernel import steps  # numba, where chunks run only
+
+        total, longest, at = steps(*self._range(params, first, count))
         return ChunkResult(sums={"steps": total, "longest": longest, "longest_at": at})
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:

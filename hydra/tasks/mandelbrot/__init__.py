@@ -26,7 +26,6 @@ import numpy as np
 from hydra.errors import InvalidInput
 from hydra.progress import human, plural
 from hydra.tasks.base import ChunkResult, Output, Param, Plan, Task
-from hydra.tasks.mandelbrot import kernel
 from hydra.tasks.mandelbrot.codec import HEADER_BYTES, count_dtype, decode_stripe, encode_stripe, stripe_first
 
 MAX_SIDE = 65536
@@ -57,6 +56,8 @@ class MandelbrotTask(Task):
         return params
 
     def plan(self, params: dict[str, Any]) -> Plan:
+        from hydra.tasks.mandelbrot import kernel  # numba: loaded where chunks run or jobs are planned
+
         p = params
         costs = kernel.estimate_row_costs(*p["center"], p["span"], p["width"], p["height"], p["max_iter"])
         prefix = np.concatenate([[0.0], np.cumsum(costs)])
@@ -85,12 +86,16 @@ class MandelbrotTask(Task):
         return count * params["width"]
 
     def warm_up(self) -> None:
+        from hydra.tasks.mandelbrot import kernel  # numba: loaded where chunks run or jobs are planned
+
         kernel.escape_counts(0.0, 0.0, 1.0, 1, 1, 1, 0, 1, np.empty((1, 1), np.uint16))
         kernel.escape_counts(0.0, 0.0, 1.0, 1, 1, 1, 0, 1, np.empty((1, 1), np.uint32))
 
     def run(
         self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"
     ) -> ChunkResult:
+        from hydra.tasks.mandelbrot import kernel  # numba: loaded where chunks run or jobs are planned
+
         p = params
         out = np.empty((count, p["width"]), dtype=count_dtype(p["max_iter"]))
         compute = kernel.escape_counts

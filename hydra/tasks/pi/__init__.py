@@ -13,9 +13,9 @@ from typing import Any
 from hydra.errors import InvalidInput
 from hydra.progress import human, plural
 from hydra.tasks.base import ChunkResult, Param, Plan, Task
-from hydra.tasks.pi import kernel
 
 MAX_SAMPLES = 10**16
+BLOCK = 1 << 20  # samples per unit (hydra.tasks.pi.BLOCK, without importing numba here)
 DEFAULT_SEED = 2026
 
 
@@ -40,17 +40,17 @@ class PiTask(Task):
     credit_per_work = 1e-10
 
     def plan(self, params: dict[str, Any]) -> Plan:
-        return Plan(units_total=-(-params["samples"] // kernel.BLOCK))
+        return Plan(units_total=-(-params["samples"] // BLOCK))
 
     def _samples(self, params: dict[str, Any], first: int, count: int) -> tuple[int, int]:
-        start = first * kernel.BLOCK
-        return start, min((first + count) * kernel.BLOCK, params["samples"]) - start
+        start = first * BLOCK
+        return start, min((first + count) * BLOCK, params["samples"]) - start
 
     def work(self, params: dict[str, Any], data: bytes, first: int, count: int) -> float:
         return float(self._samples(params, first, count)[1])
 
     def units_for_work(self, params: dict[str, Any], data: bytes, first: int, count: int, work: float) -> int:
-        return max(1, min(count, int(work // kernel.BLOCK)))
+        return max(1, min(count, int(work // BLOCK)))
 
     def probe_units(self, params: dict[str, Any]) -> int:
         return 8
@@ -59,6 +59,8 @@ class PiTask(Task):
         return self._samples(params, first, count)[1]
 
     def warm_up(self) -> None:
+        from hydra.tasks.pi import kernel  # numba: loaded where chunks run, not where jobs are planned
+
         kernel.count_inside_samples(0, 0, 1)
 
     def run(
@@ -69,6 +71,8 @@ class PiTask(Task):
             from hydra.tasks.pi.cuda import pi_count_inside_cuda
 
             return ChunkResult(sums={"inside": pi_count_inside_cuda(seed, start, n)})
+        from hydra.tasks.pi import kernel
+
         return ChunkResult(sums={"inside": kernel.count_inside_samples(seed, start, n)})
 
     def check_sums(self, params: dict[str, Any], first: int, count: int, sums: Mapping[str, Any]) -> None:
@@ -79,13 +83,13 @@ class PiTask(Task):
     def check_result(self, params: dict[str, Any], count: int, result: ChunkResult) -> None:
         super().check_result(params, count, result)
         inside = result.sums.get("inside", -1)
-        if type(inside) is not int or not 0 <= inside <= count * kernel.BLOCK:
+        if type(inside) is not int or not 0 <= inside <= count * BLOCK:
             raise InvalidInput("inside count out of range")
 
     def summarize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         params = record["params"]
         # Samples actually counted (the last block may be short, and may finish first).
-        n = int(record.get("display_done", min(int(record["units_done"]) * kernel.BLOCK, params["samples"])))
+        n = int(record.get("display_done", min(int(record["units_done"]) * BLOCK, params["samples"])))
         inside = int(record.get("sum:inside", 0))
         p = inside / n if n else 0.0
         return {
@@ -105,5 +109,5 @@ class PiTask(Task):
         ]
 
     def series_point(self, params: dict[str, Any], units_done: int, sums: Mapping[str, int]) -> list[float] | None:
-        samples = min(units_done * kernel.BLOCK, params["samples"])
+        samples = min(units_done * BLOCK, params["samples"])
         return pi_point(samples, int(sums.get("inside", 0))) if samples else None

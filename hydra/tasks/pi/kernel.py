@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-BLOCK = 1 << 20
+from hydra.tasks.pi import BLOCK
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

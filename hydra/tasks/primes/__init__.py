@@ -16,7 +16,6 @@ from typing import Any
 from hydra.errors import InvalidInput
 from hydra.progress import human
 from hydra.tasks.base import ChunkResult, Param, Plan, Task
-from hydra.tasks.primes import kernel
 
 SEGMENT = 1 << 24
 MAX_BELOW = 10**15
@@ -55,11 +54,15 @@ class PrimesTask(Task):
         return hi - lo
 
     def warm_up(self) -> None:
+        from hydra.tasks.primes import kernel  # numba: loaded where chunks run or jobs are planned
+
         kernel.count_primes(0, 1000, 1000)
 
     def run(
         self, params: dict[str, Any], data: bytes, seed: int, first: int, count: int, device: str = "cpu"
     ) -> ChunkResult:
+        from hydra.tasks.primes import kernel  # numba: loaded where chunks run or jobs are planned
+
         lo, hi = self._range(params, first, count)
         primes, _, _, gap, start = kernel.count_primes(lo, hi, params["below"])
         return ChunkResult(sums={"primes": primes, "max_gap": gap, "gap_start": start})
