@@ -142,6 +142,10 @@ class Collector:
                     return handled
             if len(self._unstamped) > MAX_UNSTAMPED:
                 self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
+            if len(batch) < BATCH:  # the box was emptied; what arrives since comes with its own notice
+                if owed:
+                    self._unstamped[user] = owed
+                return handled
             batch = None
 
     def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:
@@ -459,7 +463,7 @@ class Collector:
         fade = 0.5 ** (seconds / RATE_HALF_LIFE)
         rd, rs = rd * fade + work, rs * fade + seconds
         rate = rd / rs
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # each write stands alone: no MULTI/EXEC to pay for
         pipe.hset(
             keys.worker(name),
             mapping={
