@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -83,6 +84,29 @@ class Refused(Exception):
     """A message that is not acceptable; the reason is recorded and counts as a strike."""
 
 
+@dataclasses.dataclass
+class _Result:
+    """One result message on its way through :meth:`Collector.results`."""
+
+    wid: str
+    name: str
+    message: dict[str, Any]
+    blob: bytes
+    arrived: float | None
+    outcome: str = ""
+    job_id: str = ""
+    chunk_id: str = ""
+    nonce: int = 0
+    spec: Any = None
+    chunk: dict[str, Any] = dataclasses.field(default_factory=dict)
+    speed: list[Any] = dataclasses.field(default_factory=list)
+    check: bool = False
+    first: int = 0
+    count: int = 0
+    at: float = 0.0
+    result: ChunkResult | None = None
+
+
 class Collector:
     def __init__(
         self, redis: Redis, settings: Settings, dispatcher: Dispatcher | None = None, events: Events | None = None
@@ -133,13 +157,14 @@ class Collector:
                 if owed:
                     self._unstamped[user] = owed
                 return handled
+            stamped = []
             for raw in batch:
-                handled += 1
                 arrived = arrivals.popleft() if arrivals else None
-                if arrived is None:
-                    owed += 1
-                if self.handle(user, raw, arrived) == "cut off":
-                    return handled
+                owed += arrived is None
+                stamped.append((raw, arrived))
+            handled += len(batch)
+            if "cut off" in self.handle_many(user, stamped):
+                return handled
             if len(self._unstamped) > MAX_UNSTAMPED:
                 self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
             if len(batch) < BATCH:  # the box was emptied; what arrives since comes with its own notice
@@ -150,6 +175,43 @@ class Collector:
 
     def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:
         """One message from ``user``. Never raises: a bad message is refused and recorded."""
+        return self.handle_many(user, [(raw, arrived)])[0]
+
+    def handle_many(self, user: str, messages: list[tuple[bytes, float | None]]) -> list[str]:
+        """Messages from ``user`` in order, with when each arrived; returns each one's outcome ('' for
+        those left unread after the volunteer was cut off). Runs of results are handled together
+        (:meth:`results`). Never raises."""
+        outcomes: list[str] = []
+        run: list[tuple[int, tuple[str, dict[str, Any], bytes, float | None]]] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            try:
+                got = self.results(user, [r for _, r in run])
+            except Exception as exc:  # whatever a hostile batch does, the trusted side goes on
+                log.exception("collector: results from %s crashed their handler", user)
+                got = [self.strike(user, f"results could not be handled ({type(exc).__name__})")] * len(run)
+            for (i, _), outcome in zip(run, got, strict=True):
+                outcomes[i] = outcome
+            run.clear()
+
+        for raw, arrived in messages:
+            outcomes.append("")
+            parsed = _as_result(raw)
+            if parsed:
+                run.append((len(outcomes) - 1, (*parsed, arrived)))
+                continue
+            flush()
+            if "cut off" in outcomes:
+                break
+            outcomes[-1] = self._handle_one(user, raw, arrived)
+            if outcomes[-1] == "cut off":
+                break
+        flush()
+        return outcomes
+
+    def _handle_one(self, user: str, raw: bytes, arrived: float | None) -> str:
         if len(raw) > MAX_MESSAGE:
             self.cut_off(user, f"sent a message of {len(raw)} bytes (limit {MAX_MESSAGE})")
             return "cut off"
@@ -316,116 +378,202 @@ class Collector:
         return requeued
 
     # -- results ------------------------------------------------------------------------------------
-    def _assignment(self, name: str, message: dict[str, Any]) -> tuple[str, str, int, dict[str, Any], bool, Any]:
-        """The job, chunk, nonce and chunk record a message quotes, whether its result must be
-        confirmed by another volunteer, and the worker's speed record (read in the same round trip,
-        for :meth:`_after_result`); raises Refused unless the worker holds that assignment."""
-        job_id, chunk_id, nonce = message.get("job"), message.get("chunk"), message.get("a")
-        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-            raise Refused("bad job id")
-        if type(chunk_id) is not int or type(nonce) is not int or chunk_id < 0 or nonce < 0:
-            raise Refused("bad chunk or assignment number")
-        user, _ = keys.split_worker(name)
-        spec = self.dispatcher.spec(job_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(keys.held(name), keys.assignment(job_id, chunk_id, nonce))
-        pipe.hget(keys.chunks(job_id), chunk_id)
-        pipe.hmget(keys.job(job_id), "verify", "salt")
-        pipe.hget(keys.volunteer(user), "clean")
-        if spec is not None:
-            self._queue_speed_record(pipe, name, spec.task.name)
-        held, raw, (mode, salt), clean, *speed = pipe.execute()
-        if raw is None:
-            raise Refused(
-                "no such chunk"
-                if held
-                else f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)"
-            )
-        chunk = json.loads(raw)
-        if not held:
-            if any(h.get("nonce") == nonce for h in (chunk.get("holders") or {}).values()):
-                raise Refused(
-                    f"job {job_id} chunk {chunk_id} was not assigned to {name}: it quotes another's live assignment"
-                )
-            raise Refused(f"job {job_id} chunk {chunk_id} was not assigned to {name} (stale or forged)")
-        check = _check_decision(mode, salt, int(clean or 0), job_id, str(chunk_id), user)
-        return job_id, str(chunk_id), nonce, chunk, check, speed
-
     def result(self, user: str, wid: str, message: dict[str, Any], blob: bytes, arrived: float | None = None) -> str:
-        name = keys.worker_name(user, wid)
-        try:
-            job_id, chunk_id, nonce, chunk, check, speed = self._assignment(name, message)
-        except Refused as exc:
-            if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(message):
-                # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
-                # unless it repeats (the strike window counts it). The worker has room again.
-                self.dispatcher.fill(name)
-                return self.strike(user, str(exc)) if self._stale_flood(user) else "stale"
-            raise
-        spec = self.dispatcher.spec(job_id)
-        if spec is None:
-            raise Refused(f"job {job_id} cannot be read here")
-        task, first, count = spec.task, int(chunk["first"]), int(chunk["count"])
-        sums = message.get("sums")
+        """One result message (a batch of one: see :meth:`results`)."""
+        return self.results(user, [(wid, message, blob, arrived)])[0]
+
+    def results(self, user: str, batch: list[tuple[str, dict[str, Any], bytes, float | None]]) -> list[str]:
+        """Check, accept and time a batch of one volunteer's results ``(wid, message, blob, arrived)``.
+
+        The round trips are per batch, not per result: one reads every quoted assignment and speed
+        record, one writes CO2, acceptance and speeds, one the counters that depend on the outcome;
+        then each worker that answered is topped up once. Returns each result's outcome."""
+        items = [
+            _Result(wid, keys.worker_name(user, wid), message, blob, arrived) for wid, message, blob, arrived in batch
+        ]
+        live: list[_Result] = []
+        for item, got in zip(items, self._read_assignments(user, items), strict=True):
+            if isinstance(got, Refused):
+                item.outcome = self._refused(user, item, got)
+            else:
+                item.outcome = self._check_result(user, item)
+                if not item.outcome:
+                    live.append(item)
+            if item.outcome == "cut off":  # the rest of its messages go unread, as its outbox does
+                for rest in items:
+                    rest.outcome = rest.outcome or "cut off"
+                live = [i for i in live if i.outcome != "cut off"]
+                break
+        if live:
+            self._accept(user, live)
+        return [item.outcome for item in items]
+
+    def _read_assignments(self, user: str, items: list[_Result]) -> list[Refused | None]:
+        """Fill each item's job, chunk, nonce, chunk record, spec, check decision and speed record in
+        one round trip; an item whose worker does not hold what it quotes gets Refused instead."""
+        pipe = self.redis.pipeline(transaction=False)
+        queued: list[Refused | int] = []
+        for item in items:
+            job_id, chunk_id, nonce = item.message.get("job"), item.message.get("chunk"), item.message.get("a")
+            if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+                queued.append(Refused("bad job id"))
+                continue
+            if type(chunk_id) is not int or type(nonce) is not int or chunk_id < 0 or nonce < 0:
+                queued.append(Refused("bad chunk or assignment number"))
+                continue
+            item.job_id, item.chunk_id, item.nonce = job_id, str(chunk_id), nonce
+            item.spec = self.dispatcher.spec(job_id)
+            pipe.sismember(keys.held(item.name), keys.assignment(job_id, chunk_id, nonce))
+            pipe.hget(keys.chunks(job_id), chunk_id)
+            pipe.hmget(keys.job(job_id), "verify", "salt")
+            pipe.hget(keys.volunteer(user), "clean")
+            if item.spec is not None:
+                self._queue_speed_record(pipe, item.name, item.spec.task.name)
+            queued.append(len(pipe))
+        replies = pipe.execute() if len(pipe) else []
+        out: list[Refused | None] = []
+        start = 0
+        for item, end in zip(items, queued, strict=True):
+            if isinstance(end, Refused):
+                out.append(end)
+                continue
+            (held, raw, (mode, salt), clean), item.speed = replies[start : start + 4], replies[start + 4 : end]
+            start = end
+            out.append(self._held(item, user, held, raw, mode, salt, clean))
+        return out
+
+    def _held(
+        self, item: _Result, user: str, held: Any, raw: bytes | None, mode: Any, salt: Any, clean: Any
+    ) -> Refused | None:
+        where = f"job {item.job_id} chunk {item.chunk_id}"
+        if raw is None:
+            return Refused("no such chunk" if held else f"{where} was not assigned to {item.name} (stale or forged)")
+        item.chunk = json.loads(raw)
+        if not held:
+            holders = (item.chunk.get("holders") or {}).values()
+            if any(h.get("nonce") == item.nonce for h in holders):
+                return Refused(f"{where} was not assigned to {item.name}: it quotes another's live assignment")
+            return Refused(f"{where} was not assigned to {item.name} (stale or forged)")
+        if item.spec is None:
+            return Refused(f"job {item.job_id} cannot be read here")
+        item.check = _check_decision(mode, salt, int(clean or 0), item.job_id, item.chunk_id, user)
+        return None
+
+    def _refused(self, user: str, item: _Result, exc: Refused) -> str:
+        if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(item.message):
+            # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
+            # unless it repeats (the strike window counts it). The worker has room again.
+            self.dispatcher.fill(item.name)
+            return self.strike(user, str(exc)) if self._stale_flood(user) else "stale"
+        outcome = self.strike(user, str(exc))
+        if outcome != "cut off":
+            with contextlib.suppress(redis_lib.ResponseError):
+                self.dispatcher.fill(item.name)  # room for new work
+        return outcome
+
+    def _check_result(self, user: str, item: _Result) -> str:
+        """'' if the result is well formed for its chunk; else it is refused, the chunk requeued."""
+        task = item.spec.task
+        item.first, item.count = int(item.chunk["first"]), int(item.chunk["count"])
+        sums = item.message.get("sums")
         try:
             if not isinstance(sums, dict) or set(sums) != set(task.sums):
                 raise InvalidInput(f"sums must be exactly {list(task.sums)}")
             if any(type(v) is not int or abs(v) >= 2**63 for v in sums.values()):
                 raise InvalidInput("sums must be 64-bit integers")
-            if len(blob) > task.max_blob_bytes(spec.params, count):
-                raise InvalidInput(f"result blob of {len(blob)} bytes is over the chunk's bound")
-            result = ChunkResult(sums=dict(sums), blob=blob)
-            task.check_result(spec.params, count, result)
-            task.check_sums(spec.params, first, count, sums)
-            task.check_blob(spec.params, first, count, blob)
+            if len(item.blob) > task.max_blob_bytes(item.spec.params, item.count):
+                raise InvalidInput(f"result blob of {len(item.blob)} bytes is over the chunk's bound")
+            item.result = ChunkResult(sums=dict(sums), blob=item.blob)
+            task.check_result(item.spec.params, item.count, item.result)
+            task.check_sums(item.spec.params, item.first, item.count, sums)
+            task.check_blob(item.spec.params, item.first, item.count, item.blob)
         except (InvalidInput, ValueError) as exc:
-            self._requeue(job_id, chunk_id, nonce, name, f"result refused: {exc}", count_attempt=True)
-            self.dispatcher.fill(name)
-            return self.strike(user, f"job {job_id} chunk {chunk_id}: {exc}")
-        now = time.time()
-        if len(speed) != 2:  # the job's spec was not readable when the assignment was checked
-            pipe = self.redis.pipeline(transaction=False)
-            self._queue_speed_record(pipe, name, task.name)
-            speed = pipe.execute()
-        at = float(((chunk.get("holders") or {}).get(name) or {}).get("at", now))
-        last = float(speed[0][0]) if speed[0][0] else None
-        arrived = min(arrived or now, now)
-        if arrived <= max(at, last or 0.0):  # a stamp from before the chunk could start is not this result's
-            arrived = max(now, at, last or 0.0)
-        args: list[Any] = [job_id, chunk_id, nonce, name, user, f"{now:.6f}", digest(sums, task.sums, blob), blob]
-        args += [int(check), task.display_size(spec.params, first, count)]
-        args += reduce.lua_args(task.reductions(), sums)
-        # CO2 is billed in the same round trip, just before the result is accepted, so a job never
-        # reads done without it. It is billed for any result of an assignment the worker held (the
-        # energy was spent even if another copy won the race).
+            reason = f"result refused: {exc}"
+            self._requeue(item.job_id, item.chunk_id, item.nonce, item.name, reason, count_attempt=True)
+            self.dispatcher.fill(item.name)
+            return self.strike(user, f"job {item.job_id} chunk {item.chunk_id}: {exc}")
+        return ""
+
+    def _accept(self, user: str, items: list[_Result]) -> None:
+        """Bill, accept and time checked results in one round trip, then settle what followed."""
         pipe = self.redis.pipeline(transaction=False)
-        self._bill_carbon(pipe, name, user, job_id, spec, first, count, at, arrived, speed, energy_claim(message))
-        accept_keys = [*job_script_keys(job_id), keys.held(name), keys.vouched(user)]
-        pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
-        reply = pipe.execute(raise_on_error=False)[-1]
-        if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
-            reply = self.scripts.accept(keys=accept_keys, args=args)
-        elif isinstance(reply, Exception):
-            raise reply
-        outcome = int(reply[0])
-        state = None
-        if outcome:
-            shown = task.display_size(spec.params, first, count) if outcome != 3 else 0
-            state = self._after_result(name, user, spec, first, count, at, arrived, shown, speed)
-        for loser in (x.decode() for x in reply[2:]):
+        speeds: dict[tuple[str, str], list[Any]] = {}  # a worker's record as its earlier results here left it
+        accepts: list[tuple[int, list[str], list[Any]]] = []
+        for item in items:
+            spec, task = item.spec, item.spec.task
+            speed = speeds.setdefault((item.name, task.name), item.speed)
+            info = speed[0]
+            now = time.time()
+            item.at = float(((item.chunk.get("holders") or {}).get(item.name) or {}).get("at", now))
+            last = float(info[0]) if info[0] else None
+            arrived = min(item.arrived or now, now)
+            if arrived <= max(item.at, last or 0.0):  # a stamp from before the chunk could start is not this result's
+                arrived = max(now, item.at, last or 0.0)
+            sums = item.result.sums
+            args: list[Any] = [item.job_id, item.chunk_id, item.nonce, item.name, user, f"{now:.6f}"]
+            args += [digest(sums, task.sums, item.blob), item.blob, int(item.check)]
+            args += [task.display_size(spec.params, item.first, item.count)]
+            args += reduce.lua_args(task.reductions(), sums)
+            # CO2 is billed in the same round trip, just before the result is accepted, so a job never
+            # reads done without it. It is billed for any result of an assignment the worker held (the
+            # energy was spent even if another copy won the race).
+            claim = energy_claim(item.message)
+            self._bill_carbon(
+                pipe, item.name, user, item.job_id, spec, item.first, item.count, item.at, arrived, speed, claim
+            )
+            accept_keys = [*job_script_keys(item.job_id), keys.held(item.name), keys.vouched(user)]
+            pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
+            accepts.append((len(pipe) - 1, accept_keys, args))
+            speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed)
+        last_of = {item.name: item for item in items}  # each worker answered is topped up once
+        for name in last_of:
+            self.dispatcher.queue_state(pipe, name)
+        replies = pipe.execute(raise_on_error=False)
+        states = {name: replies[len(replies) - 4 * (len(last_of) - i) :][:4] for i, name in enumerate(last_of)}
+        after = self.redis.pipeline(transaction=False)
+        losers: list[str] = []
+        done_jobs: dict[str, bool] = {}
+        confirm = False
+        for item, (index, accept_keys, args) in zip(items, accepts, strict=True):
+            reply = replies[index]
+            if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
+                reply = self.scripts.accept(keys=accept_keys, args=args)
+                states.clear()  # read before this accept: fill reads afresh
+            if isinstance(reply, Exception):
+                log.error("collector: accepting %s's result failed: %s", item.name, reply)
+                item.outcome = "failed"
+                continue
+            outcome = int(reply[0])
+            item.outcome = {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
+            losers += [x.decode() for x in reply[2:]]
+            done_jobs[item.job_id] = done_jobs.get(item.job_id, False) or outcome == 2
+            confirm = confirm or outcome == 3
+            if not outcome:
+                continue
+            after.hincrby(keys.worker(item.name), "chunks", 1)
+            shown = item.spec.task.display_size(item.spec.params, item.first, item.count) if outcome != 3 else 0
+            if shown:
+                after.hincrby(keys.COUNTS, f"done:{item.spec.task.display_unit}", shown)
+            if outcome in (1, 2) and item.blob and self.events.page_is_listening(self.redis):
+                with contextlib.suppress(Exception):
+                    tile = item.spec.task.announce(item.job_id, item.spec.params, item.result)
+                    if tile:
+                        self.events.emit("tile", tile)
+        if len(after):
+            after.execute()
+        for loser in losers:
             self.quarantined(loser)
-        if outcome in (1, 2) and blob and self.events.page_is_listening(self.redis):
-            with contextlib.suppress(Exception):
-                tile = task.announce(job_id, spec.params, result)
-                if tile:
-                    self.events.emit("tile", tile)
-        self.events.job_progress(self.redis, job_id, force=outcome == 2)
-        if outcome == 2:
+        for job_id, done in done_jobs.items():
+            self.events.job_progress(self.redis, job_id, force=done)
+        if any(done_jobs.values()):
             self.dispatcher.forget_active()
-        self.dispatcher.fill(name, state=state)
-        if outcome == 3:
+        for name in last_of:
+            state = states.get(name)
+            self.dispatcher.fill(
+                name, state=None if state is None or any(isinstance(x, Exception) for x in state) else state
+            )
+        if confirm:
             self.dispatcher.serve_idle()
-        return {0: "ignored", 1: "accepted", 2: "accepted; job done", 3: "awaiting confirmation"}[outcome]
 
     _SPEED_FIELDS = ("last_result", "rd:{}", "rs:{}", "rate:{}", "device", "zone")
 
@@ -433,55 +581,31 @@ class Collector:
         pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
         pipe.zscore(keys.rates(task), name)
 
-    def _after_result(
-        self,
-        name: str,
-        user: str,
-        spec: Any,
-        first: int,
-        count: int,
-        at: float,
-        arrived: float,
-        done: int,
-        speed: list[Any],
-    ) -> list[Any]:
-        """Speed and counters after a result, in one write (``speed``: the worker's record, read
-        with the assignment). Returns what :meth:`Dispatcher.fill` needs, read in the same round trip.
+    def _queue_speed(self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any]) -> list[Any]:
+        """Queue the worker's new speed after this result; returns its record as it will then read
+        (``speed``: the record before, as :meth:`_queue_speed_record` reads it).
 
         Speed is what the trusted side sees: work over the time since the worker could start the
         chunk (when it was assigned or when its previous result arrived, whichever is later, by the
         monitor's clock); nothing the worker reports is used, so no volunteer can claim to be faster.
         """
-        task = spec.task
+        task = item.spec.task
         info, old_rate = speed
         last = float(info[0]) if info[0] else None
-        work = task.work(spec.params, spec.data, first, count)
-        seconds = max(arrived - max(at, last or 0.0), 1e-3)
+        work = task.work(item.spec.params, item.spec.data, item.first, item.count)
+        seconds = max(arrived - max(item.at, last or 0.0), 1e-3)
         rd, rs = float(info[1] or 0), float(info[2] or 0)
         if not rs and info[3]:  # a speed from an earlier worker of this volunteer: one second's weight
             rd, rs = float(info[3]), 1.0
         fade = 0.5 ** (seconds / RATE_HALF_LIFE)
         rd, rs = rd * fade + work, rs * fade + seconds
         rate = rd / rs
-        pipe = self.redis.pipeline(transaction=False)  # each write stands alone: no MULTI/EXEC to pay for
-        pipe.hset(
-            keys.worker(name),
-            mapping={
-                "last_result": arrived,
-                "last_seen": arrived,
-                f"rd:{task.name}": rd,
-                f"rs:{task.name}": rs,
-                f"rate:{task.name}": rate,
-            },
-        )
-        pipe.hincrby(keys.worker(name), "chunks", 1)
+        record = {"last_result": arrived, "last_seen": arrived, f"rd:{task.name}": rd, f"rs:{task.name}": rs}
+        pipe.hset(keys.worker(item.name), mapping={**record, f"rate:{task.name}": rate})
         pipe.hset(keys.volunteer(user), f"rate:{task.name}", rate)
-        pipe.zadd(keys.rates(task.name), {name: rate})
-        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - (old_rate or 0.0))
-        if done:
-            pipe.hincrby(keys.COUNTS, f"done:{task.display_unit}", done)
-        self.dispatcher.queue_state(pipe, name)
-        return pipe.execute()[-4:]
+        pipe.zadd(keys.rates(task.name), {item.name: rate})
+        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - float(old_rate or 0.0))
+        return [[arrived, rd, rs, rate, info[4], info[5]], rate]
 
     def _bill_carbon(
         self,
@@ -542,8 +666,11 @@ class Collector:
         pipe.execute()
 
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
-        name = keys.worker_name(user, wid)
-        job_id, chunk_id, nonce, *_ = self._assignment(name, message)
+        item = _Result(wid, keys.worker_name(user, wid), message, b"", None)
+        refused = self._read_assignments(user, [item])[0]
+        if refused:
+            raise refused
+        name, job_id, chunk_id, nonce = item.name, item.job_id, item.chunk_id, item.nonce
         reason = re.sub(r"[^\x20-\x7e]", "?", str(message.get("reason", "")))[:300]
         record_error(self.redis, f"job {job_id} chunk {chunk_id} failed on {name}: {reason}")
         self._requeue(job_id, chunk_id, nonce, name, reason, count_attempt=True)
@@ -620,6 +747,23 @@ def _check_decision(mode: bytes | None, salt: bytes | None, clean: int, job_id: 
     p = max(0.05, 1 / (1 + clean / 10))
     h = hmac.new(salt or b"", f"{job_id}:{chunk_id}:{user}".encode(), hashlib.sha256).digest()
     return int.from_bytes(h[:8], "big") / 2**64 < p
+
+
+def _as_result(raw: bytes) -> tuple[str, dict[str, Any], bytes] | None:
+    """``(wid, message, blob)`` if ``raw`` is a result message as far as its header shows."""
+    if len(raw) > MAX_MESSAGE:
+        return None
+    header, _, blob = raw.partition(b"\n")
+    if len(header) > MAX_HEADER:
+        return None
+    try:
+        message = json.loads(header)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("t") != "result":
+        return None
+    wid = message.get("w")
+    return (wid, message, blob) if isinstance(wid, str) and WORKER_ID.fullmatch(wid) else None
 
 
 def _plausible_user(user: str) -> bool:

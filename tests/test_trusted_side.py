@@ -444,7 +444,7 @@ def test_a_results_co2_is_billed_before_it_is_accepted_so_a_done_job_has_all_of_
     def dies(*args, **kwargs):
         raise RuntimeError("the monitor was killed here")
 
-    monkeypatch.setattr(collector, "_after_result", dies)
+    monkeypatch.setattr(collector.dispatcher, "fill", dies)
     alice.answer(second)  # the handler crashes after the accept (a strike, as for any crash)
     record = read_job(client, job_id)
     assert record["state"] == "done"
