@@ -512,7 +512,7 @@ class Collector:
             sums = item.result.sums
             args: list[Any] = [item.job_id, item.chunk_id, item.nonce, item.name, user, f"{now:.6f}"]
             args += [digest(sums, task.sums, item.blob), item.blob, int(item.check)]
-            args += [task.display_size(spec.params, item.first, item.count)]
+            args += [task.display_size(spec.params, item.first, item.count), f"done:{task.display_unit}"]
             args += reduce.lua_args(task.reductions(), sums)
             # CO2 is billed in the same round trip, just before the result is accepted, so a job never
             # reads done without it. It is billed for any result of an assignment the worker held (the
@@ -522,15 +522,20 @@ class Collector:
                 pipe, item.name, user, item.job_id, spec, item.first, item.count, item.at, arrived, speed, claim
             )
             accept_keys = [*job_script_keys(item.job_id), keys.held(item.name), keys.vouched(user)]
+            accept_keys += [keys.worker(item.name), keys.COUNTS]
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
             speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed)
         last_of = {item.name: item for item in items}  # each worker answered is topped up once
+        at = len(pipe)
         for name in last_of:
             self.dispatcher.queue_state(pipe, name)
+        jobs = list(dict.fromkeys(item.job_id for item in items))
+        for job_id in jobs:  # what the workers' next chunks will most likely come from
+            self.dispatcher.queue_peek(pipe, job_id)
         replies = pipe.execute(raise_on_error=False)
-        states = {name: replies[len(replies) - 4 * (len(last_of) - i) :][:4] for i, name in enumerate(last_of)}
-        after = self.redis.pipeline(transaction=False)
+        states = {name: replies[at + 4 * i : at + 4 * i + 4] for i, name in enumerate(last_of)}
+        peeked = dict(zip(jobs, replies[at + 4 * len(last_of) :], strict=True))
         losers: list[str] = []
         done_jobs: dict[str, bool] = {}
         confirm = False
@@ -539,6 +544,7 @@ class Collector:
             if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
                 reply = self.scripts.accept(keys=accept_keys, args=args)
                 states.clear()  # read before this accept: fill reads afresh
+                peeked.clear()
             if isinstance(reply, Exception):
                 log.error("collector: accepting %s's result failed: %s", item.name, reply)
                 item.outcome = "failed"
@@ -548,19 +554,11 @@ class Collector:
             losers += [x.decode() for x in reply[2:]]
             done_jobs[item.job_id] = done_jobs.get(item.job_id, False) or outcome == 2
             confirm = confirm or outcome == 3
-            if not outcome:
-                continue
-            after.hincrby(keys.worker(item.name), "chunks", 1)
-            shown = item.spec.task.display_size(item.spec.params, item.first, item.count) if outcome != 3 else 0
-            if shown:
-                after.hincrby(keys.COUNTS, f"done:{item.spec.task.display_unit}", shown)
             if outcome in (1, 2) and item.blob and self.events.page_is_listening(self.redis):
                 with contextlib.suppress(Exception):
                     tile = item.spec.task.announce(item.job_id, item.spec.params, item.result)
                     if tile:
                         self.events.emit("tile", tile)
-        if len(after):
-            after.execute()
         for loser in losers:
             self.quarantined(loser)
         for job_id, done in done_jobs.items():
@@ -570,7 +568,9 @@ class Collector:
         for name in last_of:
             state = states.get(name)
             self.dispatcher.fill(
-                name, state=None if state is None or any(isinstance(x, Exception) for x in state) else state
+                name,
+                state=None if state is None or any(isinstance(x, Exception) for x in state) else state,
+                peeked=peeked,
             )
         if confirm:
             self.dispatcher.serve_idle()

@@ -151,10 +151,17 @@ class Dispatcher:
         pipe.zscore(keys.LIVE, name)
         pipe.scard(keys.held(name))
 
-    def fill(self, name: str, view: WorkerView | None = None, state: list[Any] | None = None) -> int:
+    def fill(
+        self,
+        name: str,
+        view: WorkerView | None = None,
+        state: list[Any] | None = None,
+        peeked: dict[str, list[Any]] | None = None,
+    ) -> int:
         """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none.
 
-        ``state``: the replies of :meth:`queue_state`, if the caller read them already."""
+        ``state``: the replies of :meth:`queue_state`, if the caller read them already; ``peeked``:
+        replies of :meth:`queue_peek` by job, read in the same round trip (used once each)."""
         if state is None:
             pipe = self.redis.pipeline(transaction=False)
             self.queue_state(pipe, name)
@@ -166,7 +173,7 @@ class Dispatcher:
         held = int(held)
         given = 0
         while held + given < DEPTH:
-            if not self._assign_one(view, held + given):
+            if not self._assign_one(view, held + given, peeked):
                 break
             given += 1
         if held + given == 0:
@@ -189,17 +196,27 @@ class Dispatcher:
             served += bool(got)
         return served
 
-    def _assign_one(self, view: WorkerView, position: int) -> bool:
+    def queue_peek(self, pipe: Any, job_id: str) -> None:
+        """Queue what :meth:`_assign_one` asks a job first (see :meth:`fill`'s ``peeked``)."""
+        pipe.evalsha(self.scripts.peek.sha, 4, *self._peek_keys(job_id))
+
+    @staticmethod
+    def _peek_keys(job_id: str) -> list[str]:
+        return [keys.job(job_id), keys.chunks(job_id), keys.pending(job_id), keys.wanted(job_id)]
+
+    def _assign_one(self, view: WorkerView, position: int, peeked: dict[str, list[Any]] | None = None) -> bool:
         for job_id in self.active_jobs():
             spec = self.spec(job_id)
             if spec is None or view.tasks.get(spec.task.name) != spec.version:
                 continue
             if not self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
                 continue
-            # One round trip tells what the job has to give: copies wanted, its first pending chunk.
-            wanted, head, chunk, claimed = self.scripts.peek(
-                keys=[keys.job(job_id), keys.chunks(job_id), keys.pending(job_id), keys.wanted(job_id)]
-            )
+            # One round trip tells what the job has to give: copies wanted, its first pending chunk
+            # (none if the caller read it already; it is only a hint, the assignment checks again).
+            reply = (peeked or {}).pop(job_id, None)
+            if not isinstance(reply, list) or len(reply) != 4:
+                reply = self.scripts.peek(keys=self._peek_keys(job_id))
+            wanted, head, chunk, claimed = reply
             if wanted and self._give_copy(view, spec, position, wanted=True, candidates=wanted):
                 return True
             if head and self._give_pending(view, spec, position, head.decode(), int(claimed or 0), chunk):

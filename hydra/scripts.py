@@ -143,9 +143,11 @@ return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 )
 
 # ARGV: job, chunk, nonce, worker, user, now, digest, blob ('' for none), check ('0'/'1'),
-#       display size of the chunk (samples, pixels), then (name, value, reduction) triples of the
-#       chunk's integer results (hydra.tasks.reduce: sum, max, min, at:<name>).
-# Extra KEYS: 14 hydra:held:<worker>  15 hydra:vouched:<user>
+#       display size of the chunk (samples, pixels), the field of hydra:counts that totals it
+#       (done:<unit>), then (name, value, reduction) triples of the chunk's integer results
+#       (hydra.tasks.reduce: sum, max, min, at:<name>).
+# Extra KEYS: 14 hydra:held:<worker>  15 hydra:vouched:<user>  16 hydra:worker:<worker>  17 hydra:counts
+# The worker's chunk count and the cluster's done counter move here, with the outcome they depend on.
 # check = '1': this result must be confirmed by another volunteer (verify 2, or a spot check of
 # verify auto decided by the caller). Returns {0, why} (stale, duplicate, quarantined: ignored),
 # {1, at} (accepted), {2, at} (accepted and the job is done), {3, at} (kept, waiting for a copy to
@@ -186,6 +188,7 @@ if need > 1 then
   if (tally[ARGV[7]] or 0) < need then
     -- Not confirmed yet: wanted by another volunteer (a third one, after a disagreement).
     c.need = need
+    redis.call('HINCRBY', KEYS[16], 'chunks', 1)
     if next(c.holders) == nil then
       c.state = 'verifying'
       redis.call('ZADD', KEYS[4], now, ARGV[2])
@@ -215,10 +218,12 @@ redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[13], ARGV[2])
 local done = redis.call('HINCRBY', KEYS[1], 'units_done', c.count)
 local shown = redis.call('HINCRBY', KEYS[1], 'display_done', ARGV[10])
+redis.call('HINCRBY', KEYS[16], 'chunks', 1)
+if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[17], ARGV[11], ARGV[10]) end
 local point = tostring(shown)
 local sums = {'"display_done":' .. ARGV[10]}
-reduce_sums(KEYS[1], ARGV, 11)
-for i = 11, #ARGV, 3 do
+reduce_sums(KEYS[1], ARGV, 12)
+for i = 12, #ARGV, 3 do
   -- Only added sums can be taken back later (REDO); a max or min stays as it was.
   if ARGV[i + 2] == 'sum' then table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1]) end
   point = point .. ' ' .. (redis.call('HGET', KEYS[1], 'sum:' .. ARGV[i]) or '')
