@@ -47,11 +47,14 @@ class FakeWorker:
         return None
 
     def answer(self, chunk: dict, *, cheat: int = 0) -> str:
+        return self.send(self.result(chunk, cheat=cheat))
+
+    def result(self, chunk: dict, *, cheat: int = 0) -> dict:
         start = chunk["first"] * BLOCK
         n = min((chunk["first"] + chunk["count"]) * BLOCK, chunk["params"]["samples"]) - start
         inside = count_inside_samples(chunk["seed"], start, n) + cheat
         result = {"t": "result", "w": self.wid, "job": chunk["job"], "chunk": chunk["chunk"], "a": chunk["a"]}
-        return self.send({**result, "sums": {"inside": inside}, "seconds": 0.1})
+        return {**result, "sums": {"inside": inside}, "seconds": 0.1}
 
 
 @pytest.fixture
@@ -104,14 +107,45 @@ def test_results_count_exactly_once_and_the_job_is_exact(client, collector):
     assert client.zcard(keys.DEADLINES) == 0 and not client.exists(keys.chunks(job_id))
 
 
+def test_a_drained_batch_is_handled_as_its_messages_would_be_one_by_one(client, collector):
+    """Results drained together share round trips, not outcomes: each counts once, a forged or
+    replayed one among them is refused alone, and each worker that answered is topped up."""
+    job_id = pi_job(client, samples=40 * BLOCK)
+    w1, w2, bob = (
+        FakeWorker(collector, "alice", "w1"),
+        FakeWorker(collector, "alice", "w2"),
+        FakeWorker(collector, "bob"),
+    )
+    for worker in (w1, w2, bob):
+        worker.hello()
+    mine = [w1.take(), w1.take(), w2.take(), w2.take()]
+    bobs = bob.take()
+    batch = [w1.result(mine[0]), w1.result(mine[1]), {**w2.result(mine[2])}, w1.result(mine[0])]  # a replay
+    batch += [{**w1.result(bobs), "w": "w1"}, w2.result(mine[3])]  # w1 quotes bob's assignment
+    client.rpush(keys.outbox("alice"), *(json.dumps(m).encode() + b"\n" for m in batch))
+    assert collector.drain("alice") == len(batch)
+    record = read_job(client, job_id)
+    assert record["units_done"] == sum(c["count"] for c in mine)
+    assert [e for e in client.lrange(keys.ERRORS, 0, -1) if b"another's live assignment" in e]
+    for worker in (w1, w2):
+        assert int(client.hget(keys.worker(worker.name), "chunks")) == 2
+        assert client.scard(keys.held(worker.name)) == 2, "topped up again after its results"
+    assert int(client.hget(keys.COUNTS, "done:samples")) == sum(c["count"] for c in mine) * BLOCK
+    rate = float(client.hget(keys.worker(w1.name), "rate:pi"))
+    assert rate > 0 and float(client.zscore(keys.rates("pi"), w1.name)) == rate
+    assert bob.answer(bobs) == "accepted"
+    run_to_end([w1, w2, bob])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
+
+
 def test_a_result_for_a_chunk_given_to_someone_else_is_refused(client, collector):
     job_id = pi_job(client)
     a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
     a.hello(), b.hello()
     chunk = a.take()
     forged = {**chunk}
-    outcome = b.answer(forged)  # bob quotes alice's assignment
-    assert outcome in ("refused", "stale")
+    outcome = b.answer(forged)  # bob quotes alice's live assignment: forged, not stale
+    assert outcome == "refused"
     assert read_job(client, job_id)["units_done"] == 0
     assert a.answer(chunk) == "accepted"
 
