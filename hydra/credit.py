@@ -157,9 +157,10 @@ def board_fold(pipe: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
     return write
 
 
-def monitor_pass(redis: redis_lib.Redis, key: Any) -> ledger.SignedHead | None:
-    """What the monitor calls on each pass: sign a head over new entries and move the leaderboard."""
-    return ledger.sign_new_head(redis, key, prepare=board_fold)
+def monitor_pass(redis: redis_lib.Redis, key: Any, batch: int = ledger.BATCH) -> ledger.SignedHead | None:
+    """What the monitor calls on each pass: sign a head over up to ``batch`` new entries and move
+    the leaderboard."""
+    return ledger.sign_new_head(redis, key, prepare=board_fold, batch=batch)
 
 
 def board(redis: redis_lib.Redis, *, unsigned_limit: int = 100_000) -> dict[str, Standing]:

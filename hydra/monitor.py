@@ -52,6 +52,9 @@ DUE_PER_PASS = 500
 # Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
 # over several passes; each result also tops its own worker up).
 IDLE_BUDGET = 0.005
+# Ledger entries folded and signed at a time: a pass stays short under a stream of results, and
+# what is left is signed between messages (see Monitor.run).
+LEDGER_SLICE = 128
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
 IDLE_SLICE = 0.02
 IDLE_BATCH = 64
@@ -191,6 +194,7 @@ class Monitor:
         self._listener: Notifications | None = None
         self._idle_backoff = 0.0
         self._credit_changed = False
+        self._ledger_behind = False
         self._credit_emitted = -1e9
         from hydra import ledger
 
@@ -213,7 +217,9 @@ class Monitor:
                     if now >= next_pass:
                         self.run_pass()
                         next_pass = now + self.settings.monitor_interval
-                    if not self.serve_waiting(now):
+                    if self._ledger_behind:
+                        self._sign_ledger()
+                    if not self.serve_waiting(now) and not self._ledger_behind:
                         listener.wait(max(0.0, next_pass - time.monotonic()))
                     self.handle_notifications(listener, budget=self.settings.monitor_interval)
                     delay = self.settings.monitor_interval
@@ -378,17 +384,20 @@ class Monitor:
         # here, once per overdue chunk, which made a pass quadratic (overdue × idle) at scale.
 
     def _sign_ledger(self) -> None:
-        """Fold new ledger entries into the Merkle tree and the leaderboard, and sign a new head."""
-        from hydra import credit
+        """Fold new ledger entries (up to LEDGER_SLICE) into the Merkle tree and the leaderboard, and
+        sign a new head; notes whether more are waiting."""
+        from hydra import credit, ledger
 
+        self._ledger_behind = False
         try:
-            head = credit.monitor_pass(self.redis, self.ledger_key)
+            head = credit.monitor_pass(self.redis, self.ledger_key, batch=LEDGER_SLICE)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError):
             raise
         except Exception as exc:  # the ledger must never stop the monitor
             record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
             return
         self._credit_changed = self._credit_changed or bool(head)
+        self._ledger_behind = head is not None and head.size < ledger.entry_count(self.redis)
         now = time.monotonic()
         if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
             # The leaderboard read costs a few ms: the page gets it at most once a second.
