@@ -32,7 +32,7 @@ import redis as redis_lib
 from redis import Redis
 
 from hydra import keys
-from hydra.carbon.accounting import EnergyClaim, energy_claim
+from hydra.carbon.accounting import energy_claim
 from hydra.dispatch import Dispatcher
 from hydra.errors import InvalidInput
 from hydra.events import Events
@@ -205,13 +205,14 @@ class Collector:
             flush()
             if "cut off" in outcomes:
                 break
-            outcomes[-1] = self._handle_one(user, raw, arrived)
+            outcomes[-1] = self._handle_one(user, raw)
             if outcomes[-1] == "cut off":
                 break
         flush()
         return outcomes
 
-    def _handle_one(self, user: str, raw: bytes, arrived: float | None) -> str:
+    def _handle_one(self, user: str, raw: bytes) -> str:
+        """A message that is not a well-formed result (those go to :meth:`results`)."""
         if len(raw) > MAX_MESSAGE:
             self.cut_off(user, f"sent a message of {len(raw)} bytes (limit {MAX_MESSAGE})")
             return "cut off"
@@ -232,8 +233,6 @@ class Collector:
             kind = message.get("t")
             if kind == "hello":
                 return self.hello(user, wid, message)
-            if kind == "result":
-                return self.result(user, wid, message, blob, arrived)
             if kind == "error":
                 return self.error(user, wid, message)
             if kind == "bye":
@@ -386,13 +385,16 @@ class Collector:
         """Check, accept and time a batch of one volunteer's results ``(wid, message, blob, arrived)``.
 
         The round trips are per batch, not per result: one reads every quoted assignment and speed
-        record, one writes CO2, acceptance and speeds, one the counters that depend on the outcome;
-        then each worker that answered is topped up once. Returns each result's outcome."""
+        record, one writes CO2, acceptance (with the counters that depend on its outcome) and speeds
+        and reads what topping up needs; then each worker that answered is topped up once. Returns
+        each result's outcome."""
         items = [
             _Result(wid, keys.worker_name(user, wid), message, blob, arrived) for wid, message, blob, arrived in batch
         ]
         live: list[_Result] = []
         for item, got in zip(items, self._read_assignments(user, items), strict=True):
+            if got is None and item.spec is None:
+                got = Refused(f"job {item.job_id} cannot be read here")
             if isinstance(got, Refused):
                 item.outcome = self._refused(user, item, got)
             else:
@@ -454,8 +456,6 @@ class Collector:
             if any(h.get("nonce") == item.nonce for h in holders):
                 return Refused(f"{where} was not assigned to {item.name}: it quotes another's live assignment")
             return Refused(f"{where} was not assigned to {item.name} (stale or forged)")
-        if item.spec is None:
-            return Refused(f"job {item.job_id} cannot be read here")
         item.check = _check_decision(mode, salt, int(clean or 0), item.job_id, item.chunk_id, user)
         return None
 
@@ -517,25 +517,25 @@ class Collector:
             # CO2 is billed in the same round trip, just before the result is accepted, so a job never
             # reads done without it. It is billed for any result of an assignment the worker held (the
             # energy was spent even if another copy won the race).
-            claim = energy_claim(item.message)
-            self._bill_carbon(
-                pipe, item.name, user, item.job_id, spec, item.first, item.count, item.at, arrived, speed, claim
-            )
+            work = task.work(spec.params, spec.data, item.first, item.count)
+            self._bill_carbon(pipe, item, user, arrived, speed, work)
             accept_keys = [*job_script_keys(item.job_id), keys.held(item.name), keys.vouched(user)]
             accept_keys += [keys.worker(item.name), keys.COUNTS]
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
-            speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed)
-        last_of = {item.name: item for item in items}  # each worker answered is topped up once
-        at = len(pipe)
-        for name in last_of:
+            speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed, work)
+        spans: dict[str, tuple[int, int]] = {}  # each worker answered is topped up once: fill's reads
+        for name in dict.fromkeys(item.name for item in items):
+            start = len(pipe)
             self.dispatcher.queue_state(pipe, name)
+            spans[name] = (start, len(pipe))
         jobs = list(dict.fromkeys(item.job_id for item in items))
+        peeks_at = len(pipe)
         for job_id in jobs:  # what the workers' next chunks will most likely come from
             self.dispatcher.queue_peek(pipe, job_id)
         replies = pipe.execute(raise_on_error=False)
-        states = {name: replies[at + 4 * i : at + 4 * i + 4] for i, name in enumerate(last_of)}
-        peeked = dict(zip(jobs, replies[at + 4 * len(last_of) :], strict=True))
+        states = {name: replies[start:end] for name, (start, end) in spans.items()}
+        peeked = dict(zip(jobs, replies[peeks_at:], strict=True))
         losers: list[str] = []
         done_jobs: dict[str, bool] = {}
         confirm = False
@@ -565,7 +565,7 @@ class Collector:
             self.events.job_progress(self.redis, job_id, force=done)
         if any(done_jobs.values()):
             self.dispatcher.forget_active()
-        for name in last_of:
+        for name in spans:
             state = states.get(name)
             self.dispatcher.fill(
                 name,
@@ -581,9 +581,11 @@ class Collector:
         pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
         pipe.zscore(keys.rates(task), name)
 
-    def _queue_speed(self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any]) -> list[Any]:
-        """Queue the worker's new speed after this result; returns its record as it will then read
-        (``speed``: the record before, as :meth:`_queue_speed_record` reads it).
+    def _queue_speed(
+        self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any], work: float
+    ) -> list[Any]:
+        """Queue the worker's new speed after this result (``work`` done in it); returns its record
+        as it will then read (``speed``: the record before, as :meth:`_queue_speed_record` reads it).
 
         Speed is what the trusted side sees: work over the time since the worker could start the
         chunk (when it was assigned or when its previous result arrived, whichever is later, by the
@@ -592,7 +594,6 @@ class Collector:
         task = item.spec.task
         info, old_rate = speed
         last = float(info[0]) if info[0] else None
-        work = task.work(item.spec.params, item.spec.data, item.first, item.count)
         seconds = max(arrived - max(item.at, last or 0.0), 1e-3)
         rd, rs = float(info[1] or 0), float(info[2] or 0)
         if not rs and info[3]:  # a speed from an earlier worker of this volunteer: one second's weight
@@ -607,29 +608,15 @@ class Collector:
         pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - float(old_rate or 0.0))
         return [[arrived, rd, rs, rate, info[4], info[5]], rate]
 
-    def _bill_carbon(
-        self,
-        pipe: Any,
-        name: str,
-        user: str,
-        job_id: str,
-        spec: Any,
-        first: int,
-        count: int,
-        at: float,
-        arrived: float,
-        speed: list[Any],
-        claim: EnergyClaim | None,
-    ) -> None:
+    def _bill_carbon(self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any], work: float) -> None:
         """Queue the CO2 of one result on ``pipe``: the trusted busy time (as for speed), the device's
         power (or the worker's RAPL reading within bounds) and the zone's intensity (hydra.carbon)."""
         from hydra.carbon import accounting
 
-        info = speed[0]
+        spec, info = item.spec, speed[0]
         last = float(info[0]) if info[0] else None
-        work = spec.task.work(spec.params, spec.data, first, count)
         expected = work / float(info[3]) if info[3] and float(info[3]) > 0 else spec.chunk_seconds
-        busy = accounting.trusted_seconds(at, arrived, last, expected, self.settings.deadline_factor)
+        busy = accounting.trusted_seconds(item.at, arrived, last, expected, self.settings.deadline_factor)
         try:
             reading = self.dispatcher.carbon.signal.latest((info[5] or b"").decode())
         except Exception as exc:  # a carbon signal never stops result collection
@@ -637,8 +624,9 @@ class Collector:
             return
         if reading is None:
             return
+        claim = energy_claim(item.message)
         carbon = accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts, claim)
-        accounting.add_to_totals(pipe, keys.job(job_id), user, carbon)
+        accounting.add_to_totals(pipe, keys.job(item.job_id), user, carbon)
 
     def _issued(self, message: dict[str, Any]) -> bool:
         """Whether the assignment number a message quotes was ever given out for its job (a result
