@@ -135,6 +135,16 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("ACL", "SETUSER", me, "~*", "+@all"),
         ("HSET", keys.worker(honest), "user", me),
         ("RPUSH", keys.LEDGER, '{"kind":"grant","volunteer":"volunteer-mallory","credit":1000000}'),
+        # the CO2 totals (a greener footprint than it has) and the counters ACCEPT moves
+        ("HSET", job, "co2_mg", 0, "energy_j", 0),
+        ("HINCRBY", keys.CARBON_VOLUNTEER, me, -(10**9)),
+        ("HSET", keys.CARBON_ZONE, "NO", 0),
+        ("HINCRBYFLOAT", keys.CARBON_ZONE_ENERGY, "NO", -1e9),
+        ("HSET", keys.CARBON_ZONE_RAPL, "NO", 0),
+        ("HSET", keys.CARBON_ZONE_INTENSITY, "NO", 1),
+        ("HINCRBY", keys.COUNTS, "done:samples", 10**9),
+        ("HINCRBY", keys.worker(f"{me}/x"), "chunks", 10**6),
+        ("HINCRBY", keys.worker(honest), "chunks", -1),
     ]
     assert refused(attacker, commands) == []
     site.assert_pi_exact(job_id, SAMPLES, 11)
