@@ -32,7 +32,7 @@ import redis as redis_lib
 from redis import Redis
 
 from hydra import keys
-from hydra.carbon.accounting import energy_claim
+from hydra.carbon import accounting
 from hydra.dispatch import Dispatcher
 from hydra.errors import InvalidInput
 from hydra.events import Events
@@ -105,6 +105,7 @@ class _Result:
     count: int = 0
     at: float = 0.0
     result: ChunkResult | None = None
+    carbon: accounting.ChunkCarbon | None = None  # billed in the same round trip as its acceptance
 
 
 class Collector:
@@ -118,9 +119,7 @@ class Collector:
         self.events = events or Events(None)
         self._strikes: dict[str, list[float]] = {}
         self._unstamped: dict[str, int] = {}  # user → messages handled before their arrival stamp came
-        from hydra.carbon.accounting import watts_from_env
-
-        self._watts = watts_from_env(os.environ)
+        self._watts = accounting.watts_from_env(os.environ)
 
     # -- reading outboxes ---------------------------------------------------------------------------
     def drain(self, user: str, arrivals: collections.deque[float] | None = None) -> int:
@@ -518,7 +517,10 @@ class Collector:
             # reads done without it. It is billed for any result of an assignment the worker held (the
             # energy was spent even if another copy won the race).
             work = task.work(spec.params, spec.data, item.first, item.count)
-            self._bill_carbon(pipe, item, user, arrived, speed, work)
+            item.carbon = self._carbon(item, arrived, speed, work)
+            if item.carbon is not None:
+                totals_keys, totals_args = accounting.totals_call(keys.job(item.job_id), user, item.carbon)
+                pipe.evalsha(accounting.ADD_TOTALS_SHA, len(totals_keys), *totals_keys, *totals_args)
             accept_keys = [*job_script_keys(item.job_id), keys.held(item.name), keys.vouched(user)]
             accept_keys += [keys.worker(item.name), keys.COUNTS]
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
@@ -542,6 +544,8 @@ class Collector:
         for item, (index, accept_keys, args) in zip(items, accepts, strict=True):
             reply = replies[index]
             if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
+                if item.carbon is not None:  # billed first, as in the pipeline
+                    accounting.add_to_totals(self.redis, keys.job(item.job_id), user, item.carbon)
                 reply = self.scripts.accept(keys=accept_keys, args=args)
                 states.clear()  # read before this accept: fill reads afresh
                 peeked.clear()
@@ -565,13 +569,11 @@ class Collector:
             self.events.job_progress(self.redis, job_id, force=done)
         if any(done_jobs.values()):
             self.dispatcher.forget_active()
+        fresh: dict[str, list[Any] | None] = {}  # each worker that answered is topped up: one round trip for all
         for name in spans:
             state = states.get(name)
-            self.dispatcher.fill(
-                name,
-                state=None if state is None or any(isinstance(x, Exception) for x in state) else state,
-                peeked=peeked,
-            )
+            fresh[name] = None if state is None or any(isinstance(x, Exception) for x in state) else state
+        self.dispatcher.fill_many(fresh, peeked)
         if confirm:
             self.dispatcher.serve_idle()
 
@@ -608,11 +610,9 @@ class Collector:
         pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - float(old_rate or 0.0))
         return [[arrived, rd, rs, rate, info[4], info[5]], rate]
 
-    def _bill_carbon(self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any], work: float) -> None:
-        """Queue the CO2 of one result on ``pipe``: the trusted busy time (as for speed), the device's
-        power (or the worker's RAPL reading within bounds) and the zone's intensity (hydra.carbon)."""
-        from hydra.carbon import accounting
-
+    def _carbon(self, item: _Result, arrived: float, speed: list[Any], work: float) -> accounting.ChunkCarbon | None:
+        """The CO2 of one result (None without a carbon reading): the trusted busy time (as for speed),
+        the device's power (or the worker's RAPL reading within bounds) and the zone's intensity."""
         spec, info = item.spec, speed[0]
         last = float(info[0]) if info[0] else None
         expected = work / float(info[3]) if info[3] and float(info[3]) > 0 else spec.chunk_seconds
@@ -621,12 +621,11 @@ class Collector:
             reading = self.dispatcher.carbon.signal.latest((info[5] or b"").decode())
         except Exception as exc:  # a carbon signal never stops result collection
             log.debug("no carbon reading: %s", exc)
-            return
+            return None
         if reading is None:
-            return
-        claim = energy_claim(item.message)
-        carbon = accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts, claim)
-        accounting.add_to_totals(pipe, keys.job(item.job_id), user, carbon)
+            return None
+        claim = accounting.energy_claim(item.message)
+        return accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts, claim)
 
     def _issued(self, message: dict[str, Any]) -> bool:
         """Whether the assignment number a message quotes was ever given out for its job (a result

@@ -76,6 +76,42 @@ class WorkerView:
     zone: str = ""
 
 
+@dataclass
+class Peek:
+    """What a job has to give, as :data:`~hydra.scripts.PEEK` read it: a hint (ASSIGN checks again)."""
+
+    wanted: list[bytes]
+    heads: list[tuple[str, int, int]]  # (chunk id, first, count) of its first pending chunks, in order
+    claimed: int
+    more: bool  # pending chunks may follow those in ``heads``
+
+    @classmethod
+    def parse(cls, reply: Any) -> Peek | None:
+        """The reply of PEEK, or None for anything else (an error, a record this process cannot read)."""
+        if not isinstance(reply, list) or len(reply) != 6:
+            return None
+        try:
+            heads = []
+            for chunk_id, raw in ((reply[1], reply[2]), (reply[4], reply[5])):
+                if not chunk_id or not raw:
+                    break
+                chunk = json.loads(raw)
+                heads.append((chunk_id.decode(), int(chunk["first"]), int(chunk["count"])))
+            return cls(list(reply[0] or []), heads, int(reply[3] or 0), more=len(heads) == 2)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def took(self, take: int) -> None:
+        """What the job has left once ASSIGN gave ``take`` units of the head: it splits the head, so
+        the rest starts where the piece ended, under the same id."""
+        chunk_id, first, count = self.heads[0]
+        self.claimed += take
+        if take < count:
+            self.heads[0] = (chunk_id, first + take, count - take)
+        else:
+            self.heads.pop(0)
+
+
 class Dispatcher:
     def __init__(self, redis: Redis, settings: Settings, scripts: Scripts | None = None) -> None:
         self.redis = redis
@@ -151,60 +187,118 @@ class Dispatcher:
         pipe.zscore(keys.LIVE, name)
         pipe.scard(keys.held(name))
 
-    def fill(
-        self,
-        name: str,
-        view: WorkerView | None = None,
-        state: list[Any] | None = None,
-        peeked: dict[str, list[Any]] | None = None,
-    ) -> int:
+    def fill(self, name: str, state: list[Any] | None = None, peeked: dict[str, Any] | None = None) -> int:
         """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none.
 
         ``state``: the replies of :meth:`queue_state`, if the caller read them already; ``peeked``:
-        replies of :meth:`queue_peek` by job, read in the same round trip (used once each)."""
-        if state is None:
+        replies of :meth:`queue_peek` by job, read in the same round trip."""
+        return self.fill_many({name: state}, peeked)[name]
+
+    def fill_many(
+        self, states: dict[str, list[Any] | None], peeked: dict[str, Any] | None = None, budget: float | None = None
+    ) -> dict[str, int]:
+        """Top several workers up; returns how many assignments each got.
+
+        Where the jobs' peeks show pending work, every worker's next pieces are planned from them
+        (each piece starts where the last ended) and assigned in one round trip for all; ASSIGN
+        checks each again, and what it refuses, or what a peek cannot plan (copies, the tail), is
+        then given one by one. ``states`` maps a worker to its :meth:`queue_state` replies or None
+        (read here, with the active jobs' peeks when ``peeked`` is None). ``budget``: seconds after
+        which the rest of the workers are left for later (they stay idle)."""
+        give_up = None if budget is None else time.perf_counter() + budget
+        missing = [name for name, state in states.items() if state is None]
+        if missing or peeked is None:
             pipe = self.redis.pipeline(transaction=False)
-            self.queue_state(pipe, name)
-            state = pipe.execute()
-        info, quarantined, live, held = state
-        view = view or self._view(name, info)
-        if view is None or quarantined or not live:
-            return 0
-        held = int(held)
-        given = 0
-        while held + given < DEPTH:
-            if not self._assign_one(view, held + given, peeked):
+            for name in missing:
+                self.queue_state(pipe, name)
+            jobs = self.active_jobs() if peeked is None else []
+            for job_id in jobs:
+                self.queue_peek(pipe, job_id)
+            replies = pipe.execute(raise_on_error=False)  # a peek may fail (no script after a restart)
+            for error in (r for r in replies[: 4 * len(missing)] if isinstance(r, Exception)):
+                raise error
+            states = dict(states)
+            for i, name in enumerate(missing):
+                states[name] = replies[4 * i : 4 * i + 4]
+            if peeked is None:
+                peeked = dict(zip(jobs, replies[4 * len(missing) :], strict=True))
+        peeks = {job_id: peek for job_id, reply in peeked.items() if (peek := Peek.parse(reply)) is not None}
+        pipe = self.redis.pipeline(transaction=False)
+        plans: list[tuple[WorkerView, int, int, int]] = []  # view, held, first reply, planned
+        for name, state in states.items():
+            if give_up is not None and time.perf_counter() > give_up:
                 break
-            given += 1
-        if held + given == 0:
-            self.redis.zadd(keys.IDLE, {name: time.time()}, nx=True)
+            info, quarantined, live, held = state  # type: ignore[misc]
+            view = self._view(name, info)
+            if view is None or quarantined or not live:
+                continue
+            start = len(pipe)
+            plans.append((view, int(held), start, self._plan(pipe, view, int(held), peeks)))
+        replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+        planned_ok = all(isinstance(r, list) and r[0] == b"ok" for r in replies)
+        given = dict.fromkeys(states, 0)
+        for view, held, start, planned in plans:
+            got = sum(isinstance(r, list) and r[0] == b"ok" for r in replies[start : start + planned])
+            live_peeks = peeks if planned_ok else {}  # a refusal: the peeks no longer tell the truth
+            while held + got < DEPTH and (give_up is None or time.perf_counter() <= give_up):
+                if not self._assign_one(view, held + got, live_peeks):
+                    break
+                got += 1
+            if held + got == 0:
+                self.redis.zadd(keys.IDLE, {view.name: time.time()}, nx=True)
+            given[view.name] = got
         return given
+
+    def _plan(self, pipe: Any, view: WorkerView, held: int, peeks: dict[str, Peek]) -> int:
+        """Queue on ``pipe`` the worker's next pieces of pending work as the peeks show them; returns
+        how many. Stops where the peek cannot tell (copies wanted first, nothing pending, more to read)."""
+        planned = 0
+        while held + planned < DEPTH:
+            spec = self._first_job(view)
+            peek = peeks.get(spec.job_id) if spec else None
+            if spec is None or peek is None or peek.wanted or not peek.heads:
+                break
+            chunk_id, first, count = peek.heads[0]
+            take = self._take(view, spec, first, count, peek.claimed)
+            work = spec.task.work(spec.params, spec.data, first, take)
+            script_keys, args = self._assign_call(view, spec, chunk_id, "new", first, take, work, held + planned)
+            pipe.evalsha(self.scripts.assign.sha, len(script_keys), *script_keys, *args)
+            peek.took(take)
+            planned += 1
+        return planned
+
+    def _first_job(self, view: WorkerView) -> JobSpec | None:
+        """The oldest active job this worker may take work from now (task, version, carbon)."""
+        for job_id in self.active_jobs():
+            spec = self.spec(job_id)
+            if spec is None or view.tasks.get(spec.task.name) != spec.version:
+                continue
+            if self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
+                return spec
+        return None
 
     def serve_idle(self, limit: int = 64, budget: float | None = 0.005) -> int:
         """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
-        for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first).
+        for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first);
+        returns how many got some.
 
         Bounded by default, since it is called on events that can come by the thousand (deaths,
         overdue chunks): the monitor's loop serves the rest between messages."""
         names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
-        give_up = None if budget is None else time.perf_counter() + budget
-        served = 0
-        for name in names:
-            if not self.active_jobs() or (give_up is not None and time.perf_counter() > give_up):
-                break
-            got = self.fill(name)
-            served += bool(got)
-        return served
+        if not names or not self.active_jobs():
+            return 0
+        given = self.fill_many(dict.fromkeys(names), budget=budget)
+        return sum(1 for got in given.values() if got)
 
     def queue_peek(self, pipe: Any, job_id: str) -> None:
-        """Queue what :meth:`_assign_one` asks a job first (see :meth:`fill`'s ``peeked``)."""
+        """Queue what :meth:`fill` asks a job first (see its ``peeked``)."""
         pipe.evalsha(self.scripts.peek.sha, 4, *self._peek_keys(job_id))
 
     @staticmethod
     def _peek_keys(job_id: str) -> list[str]:
         return [keys.job(job_id), keys.chunks(job_id), keys.pending(job_id), keys.wanted(job_id)]
 
-    def _assign_one(self, view: WorkerView, position: int, peeked: dict[str, list[Any]] | None = None) -> bool:
+    def _assign_one(self, view: WorkerView, position: int, peeks: dict[str, Peek]) -> bool:
         for job_id in self.active_jobs():
             spec = self.spec(job_id)
             if spec is None or view.tasks.get(spec.task.name) != spec.version:
@@ -213,15 +307,16 @@ class Dispatcher:
                 continue
             # One round trip tells what the job has to give: copies wanted, its first pending chunk
             # (none if the caller read it already; it is only a hint, the assignment checks again).
-            reply = (peeked or {}).pop(job_id, None)
-            if not isinstance(reply, list) or len(reply) != 4:
-                reply = self.scripts.peek(keys=self._peek_keys(job_id))
-            wanted, head, chunk, claimed = reply
-            if wanted and self._give_copy(view, spec, position, wanted=True, candidates=wanted):
+            peek = peeks.pop(job_id, None)
+            if peek is None or (not peek.heads and peek.more):
+                peek = Peek.parse(self.scripts.peek(keys=self._peek_keys(job_id)))
+            if peek is None:
+                continue
+            if peek.wanted and self._give_copy(view, spec, position, wanted=True, candidates=peek.wanted):
                 return True
-            if head and self._give_pending(view, spec, position, head.decode(), int(claimed or 0), chunk):
+            if peek.heads and self._give_pending(view, spec, position, peek.claimed, peek.heads[0]):
                 return True
-            if not head and self._steal(view, spec, position):
+            if not peek.heads and self._steal(view, spec, position):
                 return True
             if spec.speculate and self._give_copy(view, spec, position, wanted=False):
                 return True
@@ -235,7 +330,7 @@ class Dispatcher:
         # Queued behind `position` chunks of about the same length.
         return now + self.settings.deadline_factor * expected * (position + 1) + self.settings.deadline_slack
 
-    def _assign(
+    def _assign_call(
         self,
         view: WorkerView,
         spec: JobSpec,
@@ -245,32 +340,37 @@ class Dispatcher:
         take: int,
         work: float,
         position: int,
-    ) -> list[Any]:
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of the ASSIGN that gives ``view`` units [first, first + take) of a chunk."""
         now = time.time()
         expected = self._expected(view, spec, work)
         credit = chunk_credit(spec.task, spec.params, spec.data, first, take)
-        return self.scripts.assign(
-            keys=[*job_script_keys(spec.job_id), keys.held(view.name), keys.inbox(view.user, view.wid), keys.IDLE],
-            args=[
-                spec.job_id,
-                chunk_id,
-                kind,
-                first,
-                take,
-                view.name,
-                view.user,
-                now,
-                self._deadline(now, expected, position),
-                credit,
-                now + expected * (position + 1),
-            ],
-        )
+        script_keys = [*job_script_keys(spec.job_id), keys.held(view.name), keys.inbox(view.user, view.wid), keys.IDLE]
+        args = [
+            spec.job_id,
+            chunk_id,
+            kind,
+            first,
+            take,
+            view.name,
+            view.user,
+            now,
+            self._deadline(now, expected, position),
+            credit,
+            now + expected * (position + 1),
+        ]
+        return script_keys, args
+
+    def _assign(self, view: WorkerView, spec: JobSpec, chunk_id: str, kind: str, *where: Any) -> list[Any]:
+        script_keys, args = self._assign_call(view, spec, chunk_id, kind, *where)
+        return self.scripts.assign(keys=script_keys, args=args)
 
     def _give_pending(
-        self, view: WorkerView, spec: JobSpec, position: int, chunk_id: str, claimed: int, raw: bytes | None = None
+        self, view: WorkerView, spec: JobSpec, position: int, claimed: int, head: tuple[str, int, int]
     ) -> bool:
-        """``raw``: the chunk's record, if the caller read it already (first attempt only)."""
+        """``head``: the pending chunk to split first, (id, first, count) as a peek read it."""
         tried: set[str] = set()
+        chunk_id, first, count = head
         for attempt in range(4):  # another dispatcher may move the head; a chunk this volunteer failed is skipped
             if attempt:
                 heads = [h.decode() for h in self.redis.zrange(keys.pending(spec.job_id), 0, 7)]
@@ -279,13 +379,12 @@ class Dispatcher:
                     return False
                 chunk_id = heads[0]
                 claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
-            tried.add(chunk_id)
-            if attempt or raw is None:
                 raw = self.redis.hget(keys.chunks(spec.job_id), chunk_id)
-            if raw is None:
-                continue
-            chunk = json.loads(raw)
-            first, count = int(chunk["first"]), int(chunk["count"])
+                if raw is None:
+                    continue
+                chunk = json.loads(raw)
+                first, count = int(chunk["first"]), int(chunk["count"])
+            tried.add(chunk_id)
             take = self._take(view, spec, first, count, claimed)
             work = spec.task.work(spec.params, spec.data, first, take)
             reply = self._assign(view, spec, chunk_id, "new", first, take, work, position)
@@ -351,9 +450,9 @@ class Dispatcher:
                 args=[spec.job_id, chunk_id, held["nonce"], victim, now],
             )
             if taken:
-                return self._give_pending(
-                    view, spec, position, chunk_id, int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
-                )
+                claimed = int(self.redis.hget(keys.job(spec.job_id), "units_claimed") or 0)
+                head = (chunk_id, int(chunk["first"]), int(chunk["count"]))
+                return self._give_pending(view, spec, position, claimed, head)
         return False
 
     def _give_copy(

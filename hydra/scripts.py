@@ -337,12 +337,15 @@ return 1
 )
 
 # KEYS: 1 hydra:job:<job>  2 …:chunks  3 …:pending  4 …:wanted   (read only)
-# What a job has to give, in one round trip: up to 8 chunks wanting a copy, the first pending chunk's
-# id and record, and the units claimed so far. Returns {wanted, head id or nil, head or nil, claimed}.
+# What a job has to give, in one round trip: up to 8 chunks wanting a copy, the first two pending
+# chunks' ids and records (enough to plan a worker's next DEPTH assignments: ASSIGN splits the head,
+# so the next piece starts where the last one ended) and the units claimed so far.
+# Returns {wanted, head id, head, claimed, second id, second}, false where there is none.
 PEEK = """
-local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-return {redis.call('ZRANGE', KEYS[4], 0, 7), head or false, head and redis.call('HGET', KEYS[2], head) or false,
-  redis.call('HGET', KEYS[1], 'units_claimed') or false}
+local heads = redis.call('ZRANGE', KEYS[3], 0, 1)
+local function record(id) return id and redis.call('HGET', KEYS[2], id) or false end
+return {redis.call('ZRANGE', KEYS[4], 0, 7), heads[1] or false, record(heads[1]),
+  redis.call('HGET', KEYS[1], 'units_claimed') or false, heads[2] or false, record(heads[2])}
 """
 
 # ARGV: job, new state ('cancelled' or 'failed'), now, reason. Returns 1 if the job was active.

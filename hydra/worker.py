@@ -116,11 +116,38 @@ class Volunteer:
         self.chunks_done = 0
         self.busy = False
         self.rapl = rapl_files()  # readable RAPL package counters (HYDRA_RAPL_GLOB overrides where)
+        self._result: bytes | None = None  # a result not pushed yet: it goes with the next BLPOP
 
     # -- the outbox ---------------------------------------------------------------------------------
     def send(self, message: dict[str, Any], blob: bytes = b"") -> None:
+        self.flush()
         payload = json.dumps(message, separators=(",", ":")).encode() + b"\n" + blob
         patiently(lambda: self.redis.rpush(self.outbox, payload))
+
+    def send_result(self, message: dict[str, Any], blob: bytes) -> None:
+        """Keep a result to push in the same round trip as the next read of the inbox (one round
+        trip per chunk rather than two); anything sent meanwhile pushes it first, in order."""
+        self.flush()
+        self._result = json.dumps(message, separators=(",", ":")).encode() + b"\n" + blob
+
+    def flush(self) -> None:
+        """Push the kept result now (retrying through a Redis restart)."""
+        if self._result is not None:
+            payload = self._result
+            patiently(lambda: self.redis.rpush(self.outbox, payload))
+            self._result = None
+
+    def next_message(self, timeout: float) -> Any:
+        """The next inbox message (BLPOP's reply: None when none came in ``timeout`` seconds), pushing
+        the kept result, if any, in the same round trip."""
+        if self._result is None:
+            return self.redis.blpop([self.inbox], timeout=timeout)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.outbox, self._result)
+        pipe.blpop([self.inbox], timeout=timeout)
+        _, item = pipe.execute()
+        self._result = None
+        return item
 
     def hello(self) -> None:
         self.welcomed.clear()
@@ -166,13 +193,13 @@ class Volunteer:
         try:
             while not self.stopping.is_set():
                 try:
-                    item = self.redis.blpop([self.inbox], timeout=idle_timeout)
+                    item = self.next_message(idle_timeout)
                 except redis_lib.AuthenticationError:
                     raise
                 except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
                     log.warning("worker %s/%s: lost Redis (%s); waiting", self.user, self.wid, exc)
                     patiently(self.redis.ping, patience=float("inf"))
-                    self.hello()
+                    self.hello()  # pushes the kept result first, if it may not have reached Redis
                     continue
                 if item is None:
                     if burst and self.welcomed.is_set() and time.monotonic() - idle_since > idle_timeout:
@@ -187,7 +214,7 @@ class Volunteer:
         finally:
             self.stopping.set()
             with contextlib.suppress(redis_lib.RedisError):
-                self.send({"t": "bye", "w": self.wid})
+                self.send({"t": "bye", "w": self.wid})  # after the kept result, if any
 
     def handle(self, raw: bytes) -> None:
         """One inbox message. Never raises for a bad one: it is reported and skipped."""
@@ -240,7 +267,7 @@ class Volunteer:
             "seconds": round(seconds, 6),
             **meter.result_fields(),  # joules, energy_source: untrusted, billed within bounds (hydra.carbon)
         }
-        self.send(header, result.blob)
+        self.send_result(header, result.blob)
         self.chunks_done += 1
 
     def compute(self, task: Task, params: dict[str, Any], seed: int, first: int, count: int) -> ChunkResult:

@@ -150,6 +150,7 @@ def test_the_worker_sends_the_joules_its_rapl_counter_grew_by(client, tmp_path: 
     assert worker.rapl == [str(counter)]  # the package counter, not its sub-domain
     worker.counter, worker.grow_uj = counter, 7_250_000
     worker.run_chunk(descriptor())
+    worker.flush()  # a result goes out with the next read of the inbox
     header = sent(client)
     assert header["t"] == "result" and header["sums"] == {"inside": count_inside_samples(9, 0, 2 * BLOCK)}
     assert header["joules"] == pytest.approx(7.25) and header["energy_source"] == "rapl"
@@ -163,6 +164,7 @@ def test_without_readable_counters_the_result_carries_no_joules(client, tmp_path
     worker = Volunteer(client, "w2", device="cpu")
     assert worker.rapl == []
     worker.run_chunk(descriptor())
+    worker.flush()  # a result goes out with the next read of the inbox
     header = sent(client)
     assert header["t"] == "result" and "joules" not in header and "energy_source" not in header
 

@@ -478,8 +478,25 @@ def test_a_results_co2_is_billed_before_it_is_accepted_so_a_done_job_has_all_of_
     def dies(*args, **kwargs):
         raise RuntimeError("the monitor was killed here")
 
-    monkeypatch.setattr(collector.dispatcher, "fill", dies)
+    monkeypatch.setattr(collector.dispatcher, "fill_many", dies)
     alice.answer(second)  # the handler crashes after the accept (a strike, as for any crash)
     record = read_job(client, job_id)
     assert record["state"] == "done"
     assert float(client.hget(keys.job(job_id), "energy_j")) > before, "the last result's energy was billed"
+
+
+def test_a_redis_that_lost_its_scripts_still_bills_accepts_and_tops_up(client, collector):
+    """After a Redis restart its script cache is empty: the pipelined EVALSHAs fail, and the result
+    is billed, accepted and its worker topped up all the same."""
+    job_id = pi_job(client)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    first, second = alice.take(), alice.take()
+    assert alice.answer(first) == "accepted"
+    energy = float(client.hget(keys.job(job_id), "energy_j"))
+    client.script_flush()
+    assert alice.answer(second) == "accepted"
+    assert float(client.hget(keys.job(job_id), "energy_j")) > energy, "billed by the script's body"
+    assert client.scard(keys.held(alice.name)) == 2, "topped up after the planned assignments failed"
+    run_to_end([alice])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)

@@ -39,6 +39,7 @@ Fields and keys (see :mod:`hydra.keys`):
 from __future__ import annotations
 
 import glob
+import hashlib
 import math
 import os
 import time
@@ -226,25 +227,31 @@ return 1
 """
 
 
-def add_to_totals(pipe: Any, job_key: str, user: str, carbon: ChunkCarbon) -> None:
-    """Queue the totals of one accepted chunk on ``pipe`` (a pipeline, or a client): one Lua call."""
+ADD_TOTALS_SHA = hashlib.sha1(_ADD_TOTALS.encode()).hexdigest()
+
+
+def totals_call(job_key: str, user: str, carbon: ChunkCarbon) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV of the totals of one accepted chunk (run by :data:`ADD_TOTALS_SHA`, or as
+    :func:`add_to_totals` does)."""
     zone = carbon.zone or "unknown"
     measured = carbon.joules if carbon.source == "rapl" else 0.0
-    # EVAL, not a registered script: on a pipeline, redis-py would ask SCRIPT EXISTS first, one more
-    # round trip per result; Redis caches the compiled body by its digest either way.
-    pipe.eval(
-        _ADD_TOTALS,
-        6,
-        *[
-            job_key,
-            keys.CARBON_VOLUNTEER,
-            keys.CARBON_ZONE,
-            keys.CARBON_ZONE_ENERGY,
-            keys.CARBON_ZONE_RAPL,
-            keys.CARBON_ZONE_INTENSITY,
-        ],
-        *[user, zone, carbon.co2_mg, f"{carbon.joules:.6f}", f"{measured:.6f}", f"{carbon.grams_per_kwh:.1f}"],
-    )
+    totals_keys = [
+        job_key,
+        keys.CARBON_VOLUNTEER,
+        keys.CARBON_ZONE,
+        keys.CARBON_ZONE_ENERGY,
+        keys.CARBON_ZONE_RAPL,
+        keys.CARBON_ZONE_INTENSITY,
+    ]
+    args = [user, zone, carbon.co2_mg, f"{carbon.joules:.6f}", f"{measured:.6f}", f"{carbon.grams_per_kwh:.1f}"]
+    return totals_keys, args
+
+
+def add_to_totals(pipe: Any, job_key: str, user: str, carbon: ChunkCarbon) -> None:
+    """Queue the totals of one accepted chunk on ``pipe`` (a pipeline, or a client): one Lua call,
+    with its body (the collector sends :data:`ADD_TOTALS_SHA` instead, and this when Redis lost it)."""
+    totals_keys, args = totals_call(job_key, user, carbon)
+    pipe.eval(_ADD_TOTALS, len(totals_keys), *totals_keys, *args)
 
 
 def number(raw: object) -> float:
