@@ -33,7 +33,7 @@ from redis import Redis
 
 from hydra import keys
 from hydra.carbon import accounting
-from hydra.dispatch import Dispatcher
+from hydra.dispatch import Dispatcher, Peek, WorkerView
 from hydra.errors import InvalidInput
 from hydra.events import Events
 from hydra.scripts import Scripts, job_script_keys
@@ -131,17 +131,14 @@ class Collector:
             return 0
         box = keys.outbox(user)
         handled = 0
-        pipe = self.redis.pipeline(transaction=False)  # one round trip for the checks and the first batch
-        pipe.hexists(keys.CUTOFF, user)
-        pipe.llen(box)
-        pipe.lpop(box, BATCH)
-        cut, length, batch = pipe.execute()
-        if cut:  # what it pushed before its connections closed
+        reply = self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
+        if int(reply[0]) == 1:  # cut off: what it pushed before its connections closed
             self.redis.delete(box)
             return 0
-        if length > MAX_OUTBOX:
+        if int(reply[0]) == 2:
             self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
             return 0
+        batch = reply[2]
         # Stamps and messages come in the same order, but a drain may pop a message before the
         # listener heard of it: that message counts as arriving now, and its stamp, when it comes,
         # is skipped here rather than paired with a later message (which would then look as if it
@@ -151,7 +148,9 @@ class Collector:
             arrivals.popleft()
             owed -= 1
         while True:
-            batch = batch if batch is not None else self.redis.lpop(box, BATCH)
+            if batch is None:
+                reply = self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
+                batch = reply[2] if int(reply[0]) == 0 else []
             if not batch:
                 if owed:
                     self._unstamped[user] = owed
@@ -391,7 +390,8 @@ class Collector:
             _Result(wid, keys.worker_name(user, wid), message, blob, arrived) for wid, message, blob, arrived in batch
         ]
         live: list[_Result] = []
-        for item, got in zip(items, self._read_assignments(user, items), strict=True):
+        refusals, states, peeked = self._read_assignments(user, items, top_up=True)
+        for item, got in zip(items, refusals, strict=True):
             if got is None and item.spec is None:
                 got = Refused(f"job {item.job_id} cannot be read here")
             if isinstance(got, Refused):
@@ -406,12 +406,19 @@ class Collector:
                 live = [i for i in live if i.outcome != "cut off"]
                 break
         if live:
-            self._accept(user, live)
+            # A worker with a refused result was topped up then; the others are, with their acceptance.
+            topped = {item.name for item in items if item.outcome}
+            self._accept(user, live, {n: s for n, s in states.items() if n not in topped}, peeked)
         return [item.outcome for item in items]
 
-    def _read_assignments(self, user: str, items: list[_Result]) -> list[Refused | None]:
+    def _read_assignments(
+        self, user: str, items: list[_Result], *, top_up: bool = False
+    ) -> tuple[list[Refused | None], dict[str, list[Any]], dict[str, Any]]:
         """Fill each item's job, chunk, nonce, chunk record, spec, check decision and speed record in
-        one round trip; an item whose worker does not hold what it quotes gets Refused instead."""
+        one round trip; an item whose worker does not hold what it quotes gets Refused instead.
+
+        With ``top_up``, the same round trip reads what topping the workers up needs (their
+        :meth:`Dispatcher.queue_state`, the jobs' peeks), returned by worker and by job."""
         pipe = self.redis.pipeline(transaction=False)
         queued: list[Refused | int] = []
         for item in items:
@@ -431,7 +438,16 @@ class Collector:
             if item.spec is not None:
                 self._queue_speed_record(pipe, item.name, item.spec.task.name)
             queued.append(len(pipe))
-        replies = pipe.execute() if len(pipe) else []
+        names = list(dict.fromkeys(item.name for item in items if item.spec is not None)) if top_up else []
+        jobs = list(dict.fromkeys(item.job_id for item in items if item.spec is not None)) if top_up else []
+        states_at = len(pipe)
+        for name in names:
+            self.dispatcher.queue_state(pipe, name)
+        for job_id in jobs:
+            self.dispatcher.queue_peek(pipe, job_id)
+        replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+        for error in (r for r in replies[:states_at] if isinstance(r, Exception)):
+            raise error
         out: list[Refused | None] = []
         start = 0
         for item, end in zip(items, queued, strict=True):
@@ -441,7 +457,9 @@ class Collector:
             (held, raw, (mode, salt), clean), item.speed = replies[start : start + 4], replies[start + 4 : end]
             start = end
             out.append(self._held(item, user, held, raw, mode, salt, clean))
-        return out
+        states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
+        peeked = dict(zip(jobs, replies[states_at + 4 * len(names) :], strict=True))
+        return out, states, peeked
 
     def _held(
         self, item: _Result, user: str, held: Any, raw: bytes | None, mode: Any, salt: Any, clean: Any
@@ -493,8 +511,9 @@ class Collector:
             return self.strike(user, f"job {item.job_id} chunk {item.chunk_id}: {exc}")
         return ""
 
-    def _accept(self, user: str, items: list[_Result]) -> None:
-        """Bill, accept and time checked results in one round trip, then settle what followed."""
+    def _accept(self, user: str, items: list[_Result], states: dict[str, list[Any]], peeked: dict[str, Any]) -> None:
+        """Bill, accept and time checked results, and top their workers up, in one round trip; then
+        settle what followed. ``states`` and ``peeked``: what topping up needs, as read before."""
         pipe = self.redis.pipeline(transaction=False)
         speeds: dict[tuple[str, str], list[Any]] = {}  # a worker's record as its earlier results here left it
         accepts: list[tuple[int, list[str], list[Any]]] = []
@@ -526,18 +545,26 @@ class Collector:
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
             speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed, work)
-        spans: dict[str, tuple[int, int]] = {}  # each worker answered is topped up once: fill's reads
+        # Each worker that answered is topped up once, in the same round trip, after its acceptances:
+        # it holds what it held less the assignments these results settle, and its speed is the new one.
+        peeks = Peek.parse_all(peeked)
+        workers: list[tuple[WorkerView, int]] = []
+        later: list[str] = []  # workers whose state was not read: topped up afterwards
         for name in dict.fromkeys(item.name for item in items):
-            start = len(pipe)
-            self.dispatcher.queue_state(pipe, name)
-            spans[name] = (start, len(pipe))
-        jobs = list(dict.fromkeys(item.job_id for item in items))
-        peeks_at = len(pipe)
-        for job_id in jobs:  # what the workers' next chunks will most likely come from
-            self.dispatcher.queue_peek(pipe, job_id)
+            state = states.get(name)
+            if state is None or any(isinstance(x, Exception) for x in state):
+                later.append(name)
+                continue
+            seen = self.dispatcher.worker_view(name, state)
+            if seen is None:
+                continue
+            view, held = seen
+            for (worker, task), (_record, rate) in speeds.items():
+                if worker == name:
+                    view.rates[task] = rate
+            workers.append((view, max(0, held - sum(item.name == name for item in items))))
+        plans = self.dispatcher.plan(pipe, workers, peeks)
         replies = pipe.execute(raise_on_error=False)
-        states = {name: replies[start:end] for name, (start, end) in spans.items()}
-        peeked = dict(zip(jobs, replies[peeks_at:], strict=True))
         losers: list[str] = []
         done_jobs: dict[str, bool] = {}
         confirm = False
@@ -547,8 +574,7 @@ class Collector:
                 if item.carbon is not None:  # billed first, as in the pipeline
                     accounting.add_to_totals(self.redis, keys.job(item.job_id), user, item.carbon)
                 reply = self.scripts.accept(keys=accept_keys, args=args)
-                states.clear()  # read before this accept: fill reads afresh
-                peeked.clear()
+                peeks.clear()  # the planned assignments failed too: given one by one, read afresh
             if isinstance(reply, Exception):
                 log.error("collector: accepting %s's result failed: %s", item.name, reply)
                 item.outcome = "failed"
@@ -569,11 +595,9 @@ class Collector:
             self.events.job_progress(self.redis, job_id, force=done)
         if any(done_jobs.values()):
             self.dispatcher.forget_active()
-        fresh: dict[str, list[Any] | None] = {}  # each worker that answered is topped up: one round trip for all
-        for name in spans:
-            state = states.get(name)
-            fresh[name] = None if state is None or any(isinstance(x, Exception) for x in state) else state
-        self.dispatcher.fill_many(fresh, peeked)
+        self.dispatcher.settle(plans, replies, peeks)
+        if later:
+            self.dispatcher.fill_many(dict.fromkeys(later), {})
         if confirm:
             self.dispatcher.serve_idle()
 
@@ -654,7 +678,7 @@ class Collector:
 
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
         item = _Result(wid, keys.worker_name(user, wid), message, b"", None)
-        refused = self._read_assignments(user, [item])[0]
+        refused = self._read_assignments(user, [item])[0][0]
         if refused:
             raise refused
         name, job_id, chunk_id, nonce = item.name, item.job_id, item.chunk_id, item.nonce

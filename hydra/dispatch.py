@@ -101,6 +101,11 @@ class Peek:
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
+    @classmethod
+    def parse_all(cls, replies: dict[str, Any]) -> dict[str, Peek]:
+        """The readable peeks among PEEK replies by job."""
+        return {job_id: peek for job_id, reply in replies.items() if (peek := cls.parse(reply)) is not None}
+
     def took(self, take: int) -> None:
         """What the job has left once ASSIGN gave ``take`` units of the head: it splits the head, so
         the rest starts where the piece ended, under the same id."""
@@ -110,6 +115,16 @@ class Peek:
             self.heads[0] = (chunk_id, first + take, count - take)
         else:
             self.heads.pop(0)
+
+
+@dataclass
+class Plan:
+    """A worker's top-up as queued on a pipeline: its ASSIGN replies are at [start, start + planned)."""
+
+    view: WorkerView
+    held: int
+    start: int
+    planned: int
 
 
 class Dispatcher:
@@ -199,12 +214,9 @@ class Dispatcher:
     ) -> dict[str, int]:
         """Top several workers up; returns how many assignments each got.
 
-        Where the jobs' peeks show pending work, every worker's next pieces are planned from them
-        (each piece starts where the last ended) and assigned in one round trip for all; ASSIGN
-        checks each again, and what it refuses, or what a peek cannot plan (copies, the tail), is
-        then given one by one. ``states`` maps a worker to its :meth:`queue_state` replies or None
-        (read here, with the active jobs' peeks when ``peeked`` is None). ``budget``: seconds after
-        which the rest of the workers are left for later (they stay idle)."""
+        ``states`` maps a worker to its :meth:`queue_state` replies or None (read here, with the
+        active jobs' peeks when ``peeked`` is None). ``budget``: seconds after which the rest of the
+        workers are left for later (they stay idle). See :meth:`plan` and :meth:`settle`."""
         give_up = None if budget is None else time.perf_counter() + budget
         missing = [name for name, state in states.items() if state is None]
         if missing or peeked is None:
@@ -222,31 +234,59 @@ class Dispatcher:
                 states[name] = replies[4 * i : 4 * i + 4]
             if peeked is None:
                 peeked = dict(zip(jobs, replies[4 * len(missing) :], strict=True))
-        peeks = {job_id: peek for job_id, reply in peeked.items() if (peek := Peek.parse(reply)) is not None}
+        peeks = Peek.parse_all(peeked)
+        workers = [w for name, state in states.items() if (w := self.worker_view(name, state)) is not None]
         pipe = self.redis.pipeline(transaction=False)
-        plans: list[tuple[WorkerView, int, int, int]] = []  # view, held, first reply, planned
-        for name, state in states.items():
-            if give_up is not None and time.perf_counter() > give_up:
-                break
-            info, quarantined, live, held = state  # type: ignore[misc]
-            view = self._view(name, info)
-            if view is None or quarantined or not live:
-                continue
-            start = len(pipe)
-            plans.append((view, int(held), start, self._plan(pipe, view, int(held), peeks)))
+        plans = self.plan(pipe, workers, peeks, give_up)
         replies = pipe.execute(raise_on_error=False) if len(pipe) else []
-        planned_ok = all(isinstance(r, list) and r[0] == b"ok" for r in replies)
-        given = dict.fromkeys(states, 0)
-        for view, held, start, planned in plans:
-            got = sum(isinstance(r, list) and r[0] == b"ok" for r in replies[start : start + planned])
-            live_peeks = peeks if planned_ok else {}  # a refusal: the peeks no longer tell the truth
-            while held + got < DEPTH and (give_up is None or time.perf_counter() <= give_up):
-                if not self._assign_one(view, held + got, live_peeks):
+        return {**dict.fromkeys(states, 0), **self.settle(plans, replies, peeks, give_up)}
+
+    def worker_view(self, name: str, state: Any) -> tuple[WorkerView, int] | None:
+        """The worker as :meth:`queue_state` read it and how many assignments it holds; None if it
+        may not get work (gone, quarantined, not live)."""
+        info, quarantined, live, held = state
+        view = self._view(name, info)
+        if view is None or quarantined or not live:
+            return None
+        return view, int(held)
+
+    def plan(
+        self,
+        pipe: Any,
+        workers: list[tuple[WorkerView, int]],
+        peeks: dict[str, Peek],
+        give_up: float | None = None,
+    ) -> list[Plan]:
+        """Queue on ``pipe`` each worker's next pieces of pending work, planned from the jobs' peeks
+        (each piece starts where the last one ended, for this worker or the one before), so that
+        every worker is topped up in one round trip; ASSIGN checks each piece again. Pass the
+        replies to :meth:`settle`."""
+        plans = []
+        for view, held in workers:
+            if give_up is not None and plans and time.perf_counter() > give_up:  # the first one, always
+                break
+            start = len(pipe)
+            plans.append(Plan(view, held, start, self._plan(pipe, view, held, peeks)))
+        return plans
+
+    def settle(
+        self, plans: list[Plan], replies: list[Any], peeks: dict[str, Peek], give_up: float | None = None
+    ) -> dict[str, int]:
+        """How many assignments each planned worker got; what ASSIGN refused, or what a peek could
+        not plan (copies, the tail of a job), is then given one by one. Marks idle who got none."""
+        answers = [replies[p.start : p.start + p.planned] for p in plans]
+        if not all(isinstance(r, list) and r[0] == b"ok" for rs in answers for r in rs):
+            peeks = {}  # a refusal: the peeks no longer tell the truth
+        given = {}
+        for i, (p, rs) in enumerate(zip(plans, answers, strict=True)):
+            got = sum(isinstance(r, list) and r[0] == b"ok" for r in rs)
+            while p.held + got < DEPTH and (give_up is None or not i or time.perf_counter() <= give_up):
+                if not self._assign_one(p.view, p.held + got, peeks):
                     break
                 got += 1
-            if held + got == 0:
-                self.redis.zadd(keys.IDLE, {view.name: time.time()}, nx=True)
-            given[view.name] = got
+            if p.held + got == 0:
+                self.redis.zadd(keys.IDLE, {p.view.name: time.time()}, nx=True)
+            given[p.view.name] = got
         return given
 
     def _plan(self, pipe: Any, view: WorkerView, held: int, peeks: dict[str, Peek]) -> int:

@@ -395,6 +395,21 @@ return 1
 """
 )
 
+# KEYS: 1 hydra:cutoff  2 a volunteer's outbox.  ARGV: user, batch, most messages an outbox may hold.
+# Takes up to ``batch`` messages from the outbox in one round trip: {0, length, messages}; {1} if the
+# volunteer is cut off; {2, length} if the outbox holds more than allowed (a flood). An emptied outbox
+# is deleted rather than popped, so no list notification goes back to the monitor, which listens
+# for the pushes into outboxes only.
+TAKE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {1} end
+local length = redis.call('LLEN', KEYS[2])
+if length > tonumber(ARGV[3]) then return {2, length} end
+local batch = tonumber(ARGV[2])
+local messages = redis.call('LRANGE', KEYS[2], 0, batch - 1)
+if length <= batch then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], batch, -1) end
+return {0, length, messages}
+"""
+
 
 class Scripts:
     """The scripts registered once on a connection (huey's pattern): call them by name."""
@@ -407,6 +422,7 @@ class Scripts:
         self.peek: Script = redis.register_script(PEEK)
         self.end: Script = redis.register_script(END)
         self.redo: Script = redis.register_script(REDO)
+        self.take: Script = redis.register_script(TAKE)
 
 
 def job_script_keys(job_id: str) -> list[str]:
