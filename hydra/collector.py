@@ -105,7 +105,6 @@ class _Result:
     count: int = 0
     at: float = 0.0
     result: ChunkResult | None = None
-    carbon: accounting.ChunkCarbon | None = None  # billed in the same round trip as its acceptance
 
 
 class Collector:
@@ -531,17 +530,13 @@ class Collector:
             args: list[Any] = [item.job_id, item.chunk_id, item.nonce, item.name, user, f"{now:.6f}"]
             args += [digest(sums, task.sums, item.blob), item.blob, int(item.check)]
             args += [task.display_size(spec.params, item.first, item.count), f"done:{task.display_unit}"]
-            args += reduce.lua_args(task.reductions(), sums)
-            # CO2 is billed in the same round trip, just before the result is accepted, so a job never
-            # reads done without it. It is billed for any result of an assignment the worker held (the
-            # energy was spent even if another copy won the race).
+            # CO2 is billed by ACCEPT itself, for any result of an assignment the worker holds.
             work = task.work(spec.params, spec.data, item.first, item.count)
-            item.carbon = self._carbon(item, arrived, speed, work)
-            if item.carbon is not None:
-                totals_keys, totals_args = accounting.totals_call(keys.job(item.job_id), user, item.carbon)
-                pipe.evalsha(accounting.ADD_TOTALS_SHA, len(totals_keys), *totals_keys, *totals_args)
+            carbon = self._carbon(item, arrived, speed, work)
+            args += accounting.totals_args(user, carbon) if carbon is not None else [""] * 6
+            args += reduce.lua_args(task.reductions(), sums)
             accept_keys = [*job_script_keys(item.job_id), keys.held(item.name), keys.vouched(user)]
-            accept_keys += [keys.worker(item.name), keys.COUNTS]
+            accept_keys += [keys.worker(item.name), keys.COUNTS, *accounting.totals_keys(keys.job(item.job_id))[1:]]
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
             speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed, work)
@@ -571,8 +566,6 @@ class Collector:
         for item, (index, accept_keys, args) in zip(items, accepts, strict=True):
             reply = replies[index]
             if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: its script cache is empty
-                if item.carbon is not None:  # billed first, as in the pipeline
-                    accounting.add_to_totals(self.redis, keys.job(item.job_id), user, item.carbon)
                 reply = self.scripts.accept(keys=accept_keys, args=args)
                 peeks.clear()  # the planned assignments failed too: given one by one, read afresh
             if isinstance(reply, Exception):

@@ -261,7 +261,7 @@ class Dispatcher:
         (each piece starts where the last one ended, for this worker or the one before), so that
         every worker is topped up in one round trip; ASSIGN checks each piece again. Pass the
         replies to :meth:`settle`."""
-        plans = []
+        plans: list[Plan] = []
         for view, held in workers:
             if give_up is not None and plans and time.perf_counter() > give_up:  # the first one, always
                 break

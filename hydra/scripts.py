@@ -28,6 +28,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from hydra import keys
+from hydra.carbon.accounting import LUA as CARBON_LUA
 from hydra.tasks.reduce import LUA as REDUCE_LUA
 
 # Shared by the scripts that work on one job. KEYS (built by job_script_keys):
@@ -144,10 +145,14 @@ return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 
 # ARGV: job, chunk, nonce, worker, user, now, digest, blob ('' for none), check ('0'/'1'),
 #       display size of the chunk (samples, pixels), the field of hydra:counts that totals it
-#       (done:<unit>), then (name, value, reduction) triples of the chunk's integer results
-#       (hydra.tasks.reduce: sum, max, min, at:<name>).
+#       (done:<unit>), the six arguments of the chunk's CO2 (hydra.carbon.accounting: user, zone,
+#       mg, J, measured J, g/kWh; the first '' for none), then (name, value, reduction) triples of
+#       the chunk's integer results (hydra.tasks.reduce: sum, max, min, at:<name>).
 # Extra KEYS: 14 hydra:held:<worker>  15 hydra:vouched:<user>  16 hydra:worker:<worker>  17 hydra:counts
+#             18-22 the CO2 totals: per volunteer, per zone, zone energy, zone measured energy, zone intensity
 # The worker's chunk count and the cluster's done counter move here, with the outcome they depend on.
+# CO2 is billed for any result of an assignment the worker holds, accepted or not (a copy that lost
+# the race spent its energy too), before anything else: a job never reads done without it.
 # check = '1': this result must be confirmed by another volunteer (verify 2, or a spot check of
 # verify auto decided by the caller). Returns {0, why} (stale, duplicate, quarantined: ignored),
 # {1, at} (accepted), {2, at} (accepted and the job is done), {3, at} (kept, waiting for a copy to
@@ -156,6 +161,7 @@ return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 ACCEPT = (
     _COMMON
     + REDUCE_LUA
+    + CARBON_LUA
     + """
 local now = ARGV[6]
 local user, worker = ARGV[5], ARGV[4]
@@ -168,6 +174,10 @@ end
 local c = cjson.decode(raw)
 local h = (c.holders or {})[worker]
 if not h or fmt(h.nonce) ~= ARGV[3] then return {0, 'not assigned'} end
+if ARGV[12] ~= '' then
+  add_totals({KEYS[1], KEYS[18], KEYS[19], KEYS[20], KEYS[21], KEYS[22]},
+    {ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]})
+end
 local at = tostring(h.at)
 c.holders[worker] = nil
 redis.call('ZREM', KEYS[9], member(ARGV[2], ARGV[3]))
@@ -222,8 +232,8 @@ redis.call('HINCRBY', KEYS[16], 'chunks', 1)
 if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[17], ARGV[11], ARGV[10]) end
 local point = tostring(shown)
 local sums = {'"display_done":' .. ARGV[10]}
-reduce_sums(KEYS[1], ARGV, 12)
-for i = 12, #ARGV, 3 do
+reduce_sums(KEYS[1], ARGV, 18)
+for i = 18, #ARGV, 3 do
   -- Only added sums can be taken back later (REDO); a max or min stays as it was.
   if ARGV[i + 2] == 'sum' then table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1]) end
   point = point .. ' ' .. (redis.call('HGET', KEYS[1], 'sum:' .. ARGV[i]) or '')

@@ -39,7 +39,6 @@ Fields and keys (see :mod:`hydra.keys`):
 from __future__ import annotations
 
 import glob
-import hashlib
 import math
 import os
 import time
@@ -199,43 +198,40 @@ def chunk_carbon(
 
 
 # Adds to totals that may hold anything: a field that is not a finite number counts as 0, so one
-# bad value never fails the collector's write (HINCRBY would). Keys: the job record, the volunteer,
-# zone CO2, zone energy, zone measured energy, zone intensity. ARGV: user, zone, mg, J, measured J,
-# g/kWh. Atomic with the rest of the collector's MULTI for the result.
-_ADD_TOTALS = """
-local function num(key, field)
-  local v = tonumber(redis.call('HGET', key, field))
-  if v == nil or v ~= v or v == math.huge or v == -math.huge then return 0 end
-  return v
+# bad value never fails the collector's write (HINCRBY would). ``add_totals(k, a)``: k holds the keys
+# of the job record, the volunteer, zone CO2, zone energy, zone measured energy and zone intensity;
+# a holds user, zone, mg, J, measured J, g/kWh. The ACCEPT script (hydra.scripts) calls it, so a
+# chunk's CO2 is billed atomically with its acceptance.
+LUA = """
+local function add_totals(k, a)
+  local function num(key, field)
+    local v = tonumber(redis.call('HGET', key, field))
+    if v == nil or v ~= v or v == math.huge or v == -math.huge then return 0 end
+    return v
+  end
+  local function add(key, field, inc, fmt)
+    redis.call('HSET', key, field, string.format(fmt, num(key, field) + inc))
+  end
+  local user, zone = a[1], a[2]
+  local mg, j, measured = tonumber(a[3]), tonumber(a[4]), tonumber(a[5])
+  add(k[1], 'co2_mg', mg, '%d')
+  add(k[1], 'energy_j', j, '%.6f')
+  add(k[2], user, mg, '%d')
+  add(k[3], zone, mg, '%d')
+  add(k[4], zone, j, '%.3f')
+  if measured > 0 then
+    add(k[1], 'energy_rapl_j', measured, '%.6f')
+    add(k[5], zone, measured, '%.3f')
+  end
+  redis.call('HSET', k[6], zone, a[6])
 end
-local function add(key, field, inc, fmt)
-  redis.call('HSET', key, field, string.format(fmt, num(key, field) + inc))
-end
-local user, zone = ARGV[1], ARGV[2]
-local mg, j, measured = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-add(KEYS[1], 'co2_mg', mg, '%d')
-add(KEYS[1], 'energy_j', j, '%.6f')
-add(KEYS[2], user, mg, '%d')
-add(KEYS[3], zone, mg, '%d')
-add(KEYS[4], zone, j, '%.3f')
-if measured > 0 then
-  add(KEYS[1], 'energy_rapl_j', measured, '%.6f')
-  add(KEYS[5], zone, measured, '%.3f')
-end
-redis.call('HSET', KEYS[6], zone, ARGV[6])
-return 1
 """
+_ADD_TOTALS = LUA + "add_totals(KEYS, ARGV)\nreturn 1\n"
 
 
-ADD_TOTALS_SHA = hashlib.sha1(_ADD_TOTALS.encode()).hexdigest()
-
-
-def totals_call(job_key: str, user: str, carbon: ChunkCarbon) -> tuple[list[str], list[Any]]:
-    """The KEYS and ARGV of the totals of one accepted chunk (run by :data:`ADD_TOTALS_SHA`, or as
-    :func:`add_to_totals` does)."""
-    zone = carbon.zone or "unknown"
-    measured = carbon.joules if carbon.source == "rapl" else 0.0
-    totals_keys = [
+def totals_keys(job_key: str) -> list[str]:
+    """The keys ``add_totals`` writes for a chunk of the job at ``job_key``, in its order."""
+    return [
         job_key,
         keys.CARBON_VOLUNTEER,
         keys.CARBON_ZONE,
@@ -243,15 +239,20 @@ def totals_call(job_key: str, user: str, carbon: ChunkCarbon) -> tuple[list[str]
         keys.CARBON_ZONE_RAPL,
         keys.CARBON_ZONE_INTENSITY,
     ]
-    args = [user, zone, carbon.co2_mg, f"{carbon.joules:.6f}", f"{measured:.6f}", f"{carbon.grams_per_kwh:.1f}"]
-    return totals_keys, args
+
+
+def totals_args(user: str, carbon: ChunkCarbon) -> list[Any]:
+    """The arguments of ``add_totals`` for one chunk's CO2, in its order."""
+    zone = carbon.zone or "unknown"
+    measured = carbon.joules if carbon.source == "rapl" else 0.0
+    return [user, zone, carbon.co2_mg, f"{carbon.joules:.6f}", f"{measured:.6f}", f"{carbon.grams_per_kwh:.1f}"]
 
 
 def add_to_totals(pipe: Any, job_key: str, user: str, carbon: ChunkCarbon) -> None:
-    """Queue the totals of one accepted chunk on ``pipe`` (a pipeline, or a client): one Lua call,
-    with its body (the collector sends :data:`ADD_TOTALS_SHA` instead, and this when Redis lost it)."""
-    totals_keys, args = totals_call(job_key, user, carbon)
-    pipe.eval(_ADD_TOTALS, len(totals_keys), *totals_keys, *args)
+    """Queue the totals of one chunk on ``pipe`` (a pipeline, or a client): one Lua call. (The
+    collector bills inside ACCEPT instead.)"""
+    totals = totals_keys(job_key)
+    pipe.eval(_ADD_TOTALS, len(totals), *totals, *totals_args(user, carbon))
 
 
 def number(raw: object) -> float:
