@@ -50,6 +50,9 @@ SPECULATION_MARGIN = 0.5
 # A stolen chunk must be expected to finish at least this much sooner (or 10 % of its time).
 STEAL_MARGIN = 0.05
 _CACHE_SECONDS = 0.2
+# Idle workers are served this many at a time (their states and the jobs' peeks in one round trip,
+# their assignments in another), so a time budget is overrun by one round at most.
+IDLE_ROUND = 32
 
 
 @dataclass
@@ -320,15 +323,20 @@ class Dispatcher:
     def serve_idle(self, limit: int = 64, budget: float | None = 0.005) -> int:
         """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
         for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first);
-        returns how many got some.
+        returns how many got some. They are served IDLE_ROUND at a time, two round trips each.
 
         Bounded by default, since it is called on events that can come by the thousand (deaths,
         overdue chunks): the monitor's loop serves the rest between messages."""
         names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
-        if not names or not self.active_jobs():
-            return 0
-        given = self.fill_many(dict.fromkeys(names), budget=budget)
-        return sum(1 for got in given.values() if got)
+        give_up = None if budget is None else time.perf_counter() + budget
+        served = 0
+        for start in range(0, len(names), IDLE_ROUND):
+            if not self.active_jobs() or (give_up is not None and start and time.perf_counter() > give_up):
+                break
+            left = None if give_up is None else max(0.0, give_up - time.perf_counter())
+            given = self.fill_many(dict.fromkeys(names[start : start + IDLE_ROUND]), budget=left)
+            served += sum(1 for got in given.values() if got)
+        return served
 
     def queue_peek(self, pipe: Any, job_id: str) -> None:
         """Queue what :meth:`fill` asks a job first (see its ``peeked``)."""
