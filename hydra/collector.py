@@ -419,7 +419,8 @@ class Collector:
         With ``top_up``, the same round trip reads what topping the workers up needs (their
         :meth:`Dispatcher.queue_state`, the jobs' peeks), returned by worker and by job."""
         pipe = self.redis.pipeline(transaction=False)
-        queued: list[Refused | int] = []
+        queued: list[Refused | int] = []  # where each item's own two replies are
+        shared: dict[tuple[str, ...], int] = {}  # where what items share (a job's, a worker's) is: read once
         for item in items:
             job_id, chunk_id, nonce = item.message.get("job"), item.message.get("chunk"), item.message.get("a")
             if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
@@ -430,13 +431,18 @@ class Collector:
                 continue
             item.job_id, item.chunk_id, item.nonce = job_id, str(chunk_id), nonce
             item.spec = self.dispatcher.spec(job_id)
+            queued.append(len(pipe))
             pipe.sismember(keys.held(item.name), keys.assignment(job_id, chunk_id, nonce))
             pipe.hget(keys.chunks(job_id), chunk_id)
-            pipe.hmget(keys.job(job_id), "verify", "salt")
-            pipe.hget(keys.volunteer(user), "clean")
-            if item.spec is not None:
-                self._queue_speed_record(pipe, item.name, item.spec.task.name)
-            queued.append(len(pipe))
+            if ("job", job_id) not in shared:
+                shared["job", job_id] = len(pipe)
+                pipe.hmget(keys.job(job_id), "verify", "salt")
+            if ("clean",) not in shared:
+                shared["clean",] = len(pipe)
+                pipe.hget(keys.volunteer(user), "clean")
+            if item.spec is not None and ("speed", item.name, item.spec.task.name) not in shared:
+                shared["speed", item.name, item.spec.task.name] = len(pipe)
+                self._queue_speed_record(pipe, item.name, item.spec.task.name)  # two replies
         names = list(dict.fromkeys(item.name for item in items if item.spec is not None)) if top_up else []
         jobs = list(dict.fromkeys(item.job_id for item in items if item.spec is not None)) if top_up else []
         states_at = len(pipe)
@@ -447,14 +453,18 @@ class Collector:
         replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         for error in (r for r in replies[:states_at] if isinstance(r, Exception)):
             raise error
+
         out: list[Refused | None] = []
-        start = 0
-        for item, end in zip(items, queued, strict=True):
-            if isinstance(end, Refused):
-                out.append(end)
+        for item, at in zip(items, queued, strict=True):
+            if isinstance(at, Refused):
+                out.append(at)
                 continue
-            (held, raw, (mode, salt), clean), item.speed = replies[start : start + 4], replies[start + 4 : end]
-            start = end
+            held, raw = replies[at : at + 2]
+            mode, salt = replies[shared["job", item.job_id]]
+            clean = replies[shared["clean",]]
+            if item.spec is not None:
+                speed_at = shared["speed", item.name, item.spec.task.name]
+                item.speed = replies[speed_at : speed_at + 2]
             out.append(self._held(item, user, held, raw, mode, salt, clean))
         states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
         peeked = dict(zip(jobs, replies[states_at + 4 * len(names) :], strict=True))

@@ -245,8 +245,7 @@ if need == 1 and redis.call('HGET', KEYS[1], 'verify') == 'auto' then
     table.concat(sums, ',') .. '}}')
   redis.call('EXPIRE', KEYS[15], tonumber(redis.call('HGET', KEYS[1], 'result_ttl')))
 end
-redis.call('RPUSH', KEYS[7], point)
-redis.call('LTRIM', KEYS[7], -10000, -1)
+if redis.call('RPUSH', KEYS[7], point) > 10100 then redis.call('LTRIM', KEYS[7], -10000, -1) end
 redis.call('HINCRBY', KEYS[5], user, c.count)
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[6], ARGV[2], ARGV[8]) end
 local outcome = 1

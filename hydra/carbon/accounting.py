@@ -198,7 +198,8 @@ def chunk_carbon(
 
 
 # Adds to totals that may hold anything: a field that is not a finite number counts as 0, so one
-# bad value never fails the collector's write (HINCRBY would). ``add_totals(k, a)``: k holds the keys
+# bad value never fails the collector's write (a plain HINCRBY would: it is tried first, and a field
+# it refuses is read as 0 and rewritten). ``add_totals(k, a)``: k holds the keys
 # of the job record, the volunteer, zone CO2, zone energy, zone measured energy and zone intensity;
 # a holds user, zone, mg, J, measured J, g/kWh. The ACCEPT script (hydra.scripts) calls it, so a
 # chunk's CO2 is billed atomically with its acceptance.
@@ -212,16 +213,20 @@ local function add_totals(k, a)
   local function add(key, field, inc, fmt)
     redis.call('HSET', key, field, string.format(fmt, num(key, field) + inc))
   end
-  local user, zone = a[1], a[2]
-  local mg, j, measured = tonumber(a[3]), tonumber(a[4]), tonumber(a[5])
-  add(k[1], 'co2_mg', mg, '%d')
-  add(k[1], 'energy_j', j, '%.6f')
-  add(k[2], user, mg, '%d')
-  add(k[3], zone, mg, '%d')
-  add(k[4], zone, j, '%.3f')
-  if measured > 0 then
-    add(k[1], 'energy_rapl_j', measured, '%.6f')
-    add(k[5], zone, measured, '%.3f')
+  -- One HINCRBY(FLOAT) where the field holds a number, as it does unless something else wrote it.
+  local function incr(command, key, field, inc, fmt)
+    local reply = redis.pcall(command, key, field, inc)
+    if type(reply) == 'table' and reply.err then add(key, field, tonumber(inc), fmt) end
+  end
+  local user, zone, mg, j, measured = a[1], a[2], a[3], a[4], a[5]
+  incr('HINCRBY', k[1], 'co2_mg', mg, '%d')
+  incr('HINCRBYFLOAT', k[1], 'energy_j', j, '%.6f')
+  incr('HINCRBY', k[2], user, mg, '%d')
+  incr('HINCRBY', k[3], zone, mg, '%d')
+  incr('HINCRBYFLOAT', k[4], zone, j, '%.3f')
+  if tonumber(measured) > 0 then
+    incr('HINCRBYFLOAT', k[1], 'energy_rapl_j', measured, '%.6f')
+    incr('HINCRBYFLOAT', k[5], zone, measured, '%.3f')
   end
   redis.call('HSET', k[6], zone, a[6])
 end
