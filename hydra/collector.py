@@ -412,7 +412,7 @@ class Collector:
 
     def _read_assignments(
         self, user: str, items: list[_Result], *, top_up: bool = False
-    ) -> tuple[list[Refused | None], dict[str, list[Any]], dict[str, Any]]:
+    ) -> tuple[list[Refused | None], dict[str, list[Any]], dict[str, tuple[Any, int]]]:
         """Fill each item's job, chunk, nonce, chunk record, spec, check decision and speed record in
         one round trip; an item whose worker does not hold what it quotes gets Refused instead.
 
@@ -448,8 +448,7 @@ class Collector:
         states_at = len(pipe)
         for name in names:
             self.dispatcher.queue_state(pipe, name)
-        for job_id in jobs:
-            self.dispatcher.queue_peek(pipe, job_id)
+        asked = [self.dispatcher.queue_peek(pipe, job_id, len(names)) for job_id in jobs]
         replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         for error in (r for r in replies[:states_at] if isinstance(r, Exception)):
             raise error
@@ -467,7 +466,7 @@ class Collector:
                 item.speed = replies[speed_at : speed_at + 2]
             out.append(self._held(item, user, held, raw, mode, salt, clean))
         states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
-        peeked = dict(zip(jobs, replies[states_at + 4 * len(names) :], strict=True))
+        peeked = dict(zip(jobs, zip(replies[states_at + 4 * len(names) :], asked, strict=True), strict=True))
         return out, states, peeked
 
     def _held(
@@ -520,7 +519,9 @@ class Collector:
             return self.strike(user, f"job {item.job_id} chunk {item.chunk_id}: {exc}")
         return ""
 
-    def _accept(self, user: str, items: list[_Result], states: dict[str, list[Any]], peeked: dict[str, Any]) -> None:
+    def _accept(
+        self, user: str, items: list[_Result], states: dict[str, list[Any]], peeked: dict[str, tuple[Any, int]]
+    ) -> None:
         """Bill, accept and time checked results, and top their workers up, in one round trip; then
         settle what followed. ``states`` and ``peeked``: what topping up needs, as read before."""
         pipe = self.redis.pipeline(transaction=False)

@@ -50,6 +50,8 @@ SPECULATION_MARGIN = 0.5
 # A stolen chunk must be expected to finish at least this much sooner (or 10 % of its time).
 STEAL_MARGIN = 0.05
 _CACHE_SECONDS = 0.2
+# Pending chunks a peek reads at most: enough to plan the top-ups of a batch of workers.
+PEEK_HEADS = 64
 # Idle workers are served this many at a time (their states and the jobs' peeks in one round trip,
 # their assignments in another), so a time budget is overrun by one round at most.
 IDLE_ROUND = 32
@@ -89,25 +91,26 @@ class Peek:
     more: bool  # pending chunks may follow those in ``heads``
 
     @classmethod
-    def parse(cls, reply: Any) -> Peek | None:
-        """The reply of PEEK, or None for anything else (an error, a record this process cannot read)."""
-        if not isinstance(reply, list) or len(reply) != 6:
+    def parse(cls, reply: Any, asked: int) -> Peek | None:
+        """The reply of PEEK asked for ``asked`` heads, or None for anything else (an error, a record
+        this process cannot read)."""
+        if not isinstance(reply, list) or len(reply) < 2 or len(reply) % 2:
             return None
         try:
             heads = []
-            for chunk_id, raw in ((reply[1], reply[2]), (reply[4], reply[5])):
-                if not chunk_id or not raw:
+            for chunk_id, raw in zip(reply[2::2], reply[3::2], strict=True):
+                if not raw:
                     break
                 chunk = json.loads(raw)
                 heads.append((chunk_id.decode(), int(chunk["first"]), int(chunk["count"])))
-            return cls(list(reply[0] or []), heads, int(reply[3] or 0), more=len(heads) == 2)
+            return cls(list(reply[0] or []), heads, int(reply[1] or 0), more=len(heads) >= asked)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     @classmethod
-    def parse_all(cls, replies: dict[str, Any]) -> dict[str, Peek]:
-        """The readable peeks among PEEK replies by job."""
-        return {job_id: peek for job_id, reply in replies.items() if (peek := cls.parse(reply)) is not None}
+    def parse_all(cls, replies: dict[str, tuple[Any, int]]) -> dict[str, Peek]:
+        """The readable peeks among PEEK replies by job (each with how many heads it asked for)."""
+        return {job_id: peek for job_id, (reply, asked) in replies.items() if (peek := cls.parse(reply, asked))}
 
     def took(self, take: int) -> None:
         """What the job has left once ASSIGN gave ``take`` units of the head: it splits the head, so
@@ -205,15 +208,18 @@ class Dispatcher:
         pipe.zscore(keys.LIVE, name)
         pipe.scard(keys.held(name))
 
-    def fill(self, name: str, state: list[Any] | None = None, peeked: dict[str, Any] | None = None) -> int:
+    def fill(self, name: str, state: list[Any] | None = None, peeked: dict[str, tuple[Any, int]] | None = None) -> int:
         """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none.
 
         ``state``: the replies of :meth:`queue_state`, if the caller read them already; ``peeked``:
-        replies of :meth:`queue_peek` by job, read in the same round trip."""
+        replies of :meth:`queue_peek` by job, read in the same round trip, with the heads asked."""
         return self.fill_many({name: state}, peeked)[name]
 
     def fill_many(
-        self, states: dict[str, list[Any] | None], peeked: dict[str, Any] | None = None, budget: float | None = None
+        self,
+        states: dict[str, list[Any] | None],
+        peeked: dict[str, tuple[Any, int]] | None = None,
+        budget: float | None = None,
     ) -> dict[str, int]:
         """Top several workers up; returns how many assignments each got.
 
@@ -227,8 +233,7 @@ class Dispatcher:
             for name in missing:
                 self.queue_state(pipe, name)
             jobs = self.active_jobs() if peeked is None else []
-            for job_id in jobs:
-                self.queue_peek(pipe, job_id)
+            asked = [self.queue_peek(pipe, job_id, len(states)) for job_id in jobs]
             replies = pipe.execute(raise_on_error=False)  # a peek may fail (no script after a restart)
             for error in (r for r in replies[: 4 * len(missing)] if isinstance(r, Exception)):
                 raise error
@@ -236,7 +241,7 @@ class Dispatcher:
             for i, name in enumerate(missing):
                 states[name] = replies[4 * i : 4 * i + 4]
             if peeked is None:
-                peeked = dict(zip(jobs, replies[4 * len(missing) :], strict=True))
+                peeked = dict(zip(jobs, zip(replies[4 * len(missing) :], asked, strict=True), strict=True))
         peeks = Peek.parse_all(peeked)
         workers = [w for name, state in states.items() if (w := self.worker_view(name, state)) is not None]
         pipe = self.redis.pipeline(transaction=False)
@@ -338,9 +343,12 @@ class Dispatcher:
             served += sum(1 for got in given.values() if got)
         return served
 
-    def queue_peek(self, pipe: Any, job_id: str) -> None:
-        """Queue what :meth:`fill` asks a job first (see its ``peeked``)."""
-        pipe.evalsha(self.scripts.peek.sha, 4, *self._peek_keys(job_id))
+    def queue_peek(self, pipe: Any, job_id: str, workers: int = 1) -> int:
+        """Queue what :meth:`fill` asks a job first, enough to plan ``workers`` top-ups; returns how
+        many heads it asks for (pass ``(reply, heads)`` by job as :meth:`fill`'s ``peeked``)."""
+        heads = min(DEPTH * max(workers, 1), PEEK_HEADS)
+        pipe.evalsha(self.scripts.peek.sha, 4, *self._peek_keys(job_id), heads)
+        return heads
 
     @staticmethod
     def _peek_keys(job_id: str) -> list[str]:
@@ -357,7 +365,7 @@ class Dispatcher:
             # (none if the caller read it already; it is only a hint, the assignment checks again).
             peek = peeks.pop(job_id, None)
             if peek is None or (not peek.heads and peek.more):
-                peek = Peek.parse(self.scripts.peek(keys=self._peek_keys(job_id)))
+                peek = Peek.parse(self.scripts.peek(keys=self._peek_keys(job_id), args=[1]), 1)
             if peek is None:
                 continue
             if peek.wanted and self._give_copy(view, spec, position, wanted=True, candidates=peek.wanted):

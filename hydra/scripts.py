@@ -345,16 +345,18 @@ return 1
 """
 )
 
-# KEYS: 1 hydra:job:<job>  2 …:chunks  3 …:pending  4 …:wanted   (read only)
-# What a job has to give, in one round trip: up to 8 chunks wanting a copy, the first two pending
-# chunks' ids and records (enough to plan a worker's next DEPTH assignments: ASSIGN splits the head,
-# so the next piece starts where the last one ended) and the units claimed so far.
-# Returns {wanted, head id, head, claimed, second id, second}, false where there is none.
+# KEYS: 1 hydra:job:<job>  2 …:chunks  3 …:pending  4 …:wanted   (read only)  ARGV: how many heads
+# What a job has to give, in one round trip: up to 8 chunks wanting a copy, the units claimed so far,
+# and the first pending chunks' ids and records (enough to plan the next assignments of a batch of
+# workers: ASSIGN splits the head, so the next piece starts where the last one ended).
+# Returns {wanted, claimed, id, record, id, record, ...}.
 PEEK = """
-local heads = redis.call('ZRANGE', KEYS[3], 0, 1)
-local function record(id) return id and redis.call('HGET', KEYS[2], id) or false end
-return {redis.call('ZRANGE', KEYS[4], 0, 7), heads[1] or false, record(heads[1]),
-  redis.call('HGET', KEYS[1], 'units_claimed') or false, heads[2] or false, record(heads[2])}
+local out = {redis.call('ZRANGE', KEYS[4], 0, 7), redis.call('HGET', KEYS[1], 'units_claimed') or false}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)) do
+  table.insert(out, id)
+  table.insert(out, redis.call('HGET', KEYS[2], id) or false)
+end
+return out
 """
 
 # ARGV: job, new state ('cancelled' or 'failed'), now, reason. Returns 1 if the job was active.
