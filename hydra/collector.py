@@ -550,7 +550,8 @@ class Collector:
             accept_keys += [keys.worker(item.name), keys.COUNTS, *accounting.totals_keys(keys.job(item.job_id))[1:]]
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
-            speeds[(item.name, task.name)] = self._queue_speed(pipe, item, user, arrived, speed, work)
+            speeds[(item.name, task.name)] = self._speed(item, arrived, speed, work)
+        self._queue_speeds(pipe, user, items, speeds)
         # Each worker that answered is topped up once, in the same round trip, after its acceptances:
         # it holds what it held less the assignments these results settle, and its speed is the new one.
         peeks = Peek.parse_all(peeked)
@@ -611,18 +612,15 @@ class Collector:
         pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
         pipe.zscore(keys.rates(task), name)
 
-    def _queue_speed(
-        self, pipe: Any, item: _Result, user: str, arrived: float, speed: list[Any], work: float
-    ) -> list[Any]:
-        """Queue the worker's new speed after this result (``work`` done in it); returns its record
-        as it will then read (``speed``: the record before, as :meth:`_queue_speed_record` reads it).
+    def _speed(self, item: _Result, arrived: float, speed: list[Any], work: float) -> list[Any]:
+        """The worker's speed record after this result (``work`` done in it), as
+        :meth:`_queue_speed_record` reads it (``speed``: the record before).
 
         Speed is what the trusted side sees: work over the time since the worker could start the
         chunk (when it was assigned or when its previous result arrived, whichever is later, by the
         monitor's clock); nothing the worker reports is used, so no volunteer can claim to be faster.
         """
-        task = item.spec.task
-        info, old_rate = speed
+        info, _ = speed
         last = float(info[0]) if info[0] else None
         seconds = max(arrived - max(item.at, last or 0.0), 1e-3)
         rd, rs = float(info[1] or 0), float(info[2] or 0)
@@ -630,13 +628,27 @@ class Collector:
             rd, rs = float(info[3]), 1.0
         fade = 0.5 ** (seconds / RATE_HALF_LIFE)
         rd, rs = rd * fade + work, rs * fade + seconds
-        rate = rd / rs
-        record = {"last_result": arrived, "last_seen": arrived, f"rd:{task.name}": rd, f"rs:{task.name}": rs}
-        pipe.hset(keys.worker(item.name), mapping={**record, f"rate:{task.name}": rate})
-        pipe.hset(keys.volunteer(user), f"rate:{task.name}", rate)
-        pipe.zadd(keys.rates(task.name), {item.name: rate})
-        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task.name}", rate - float(old_rate or 0.0))
-        return [[arrived, rd, rs, rate, info[4], info[5]], rate]
+        return [[arrived, rd, rs, rd / rs, info[4], info[5]], rd / rs]
+
+    @staticmethod
+    def _queue_speeds(pipe: Any, user: str, items: list[_Result], speeds: dict[tuple[str, str], list[Any]]) -> None:
+        """Queue the new speed records of a batch, once per worker and task (not once per result):
+        the worker's record, its place in the task's ranking, the volunteer's last speed and the
+        cluster's total (moved by what each worker's speed moved since its first record here)."""
+        before: dict[tuple[str, str], float] = {}
+        for item in items:
+            before.setdefault((item.name, item.spec.task.name), float(item.speed[1] or 0.0))
+        moved: dict[str, float] = {}
+        ranked: dict[str, dict[str, float]] = {}
+        for (name, task), ([arrived, rd, rs, rate, _device, _zone], _) in speeds.items():
+            record = {"last_result": arrived, "last_seen": arrived, f"rd:{task}": rd, f"rs:{task}": rs}
+            pipe.hset(keys.worker(name), mapping={**record, f"rate:{task}": rate})
+            ranked.setdefault(task, {})[name] = rate
+            moved[task] = moved.get(task, 0.0) + rate - before[name, task]
+        for task, rates in ranked.items():
+            pipe.zadd(keys.rates(task), rates)
+            pipe.hset(keys.volunteer(user), f"rate:{task}", list(rates.values())[-1])
+            pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", moved[task])
 
     def _carbon(self, item: _Result, arrived: float, speed: list[Any], work: float) -> accounting.ChunkCarbon | None:
         """The CO2 of one result (None without a carbon reading): the trusted busy time (as for speed),

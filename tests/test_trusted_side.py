@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+from redis import Redis
 
 from hydra import keys
 from hydra.collector import Collector
@@ -500,3 +501,34 @@ def test_a_redis_that_lost_its_scripts_still_bills_accepts_and_tops_up(client, c
     assert client.scard(keys.held(alice.name)) == 2, "topped up after the planned assignments failed"
     run_to_end([alice])
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
+
+
+def test_a_drained_batch_costs_three_round_trips_however_many_workers_answered(client, collector, monkeypatch):
+    """Take the outbox, read what the results quote, then accept them and top every worker up: the
+    round trips do not grow with the batch (the top-ups are planned from one peek of the job)."""
+    from redis.client import Pipeline
+
+    job_id = pi_job(client, samples=400 * BLOCK, chunk_units=1)
+    workers = [FakeWorker(collector, "alice", f"w{i}") for i in range(20)]
+    for worker in workers:
+        worker.hello()
+
+    def all_answer() -> None:
+        batch = [worker.result(worker.take()) for worker in workers]
+        client.rpush(keys.outbox("alice"), *(json.dumps(m).encode() + b"\n" for m in batch))
+
+    all_answer()
+    assert collector.drain("alice") == 20  # Redis learns every script here: the next batch is measured
+    all_answer()
+    trips = []
+    single, piped = Redis.execute_command, Pipeline.execute
+    monkeypatch.setattr(Redis, "execute_command", lambda self, *a, **k: trips.append(a[0]) or single(self, *a, **k))
+    monkeypatch.setattr(Pipeline, "execute", lambda self, *a, **k: trips.append("pipeline") or piped(self, *a, **k))
+    assert collector.drain("alice") == 20
+    monkeypatch.undo()
+    assert len(trips) <= 3, trips
+    assert all(client.scard(keys.held(w.name)) == 2 for w in workers), "every worker topped up again"
+    firsts = sorted(m["first"] for w in workers for m in w.inbox() if m["t"] == "chunk")
+    assert len(firsts) == len(set(firsts)) == 40, "no piece given twice"
+    run_to_end(workers)
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 400 * BLOCK)
