@@ -42,3 +42,20 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
     assert [c["chunk_seconds"] for c in data["capacity"]] == [2.0, 30.0]
     assert all(c["volunteers_per_redis_core"] > 0 for c in data["capacity"])
     assert "capacity at 2 s chunks" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_collect_bench_measures_a_batch_cheaper_per_result_than_a_result_alone(tmp_path: Path) -> None:
+    out = tmp_path / "collect.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.collect", "--results", "400", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone, batched = json.loads(out.read_text())["rows"]
+    assert alone["results"] >= 400 and batched["results"] >= 400
+    # Counted, not timed: a batch shares its round trips, its reads and its top-ups.
+    assert batched["redis_commands_per_result"] < alone["redis_commands_per_result"]
