@@ -6,9 +6,9 @@ null result pushed into its volunteer's outbox, and the collector drains the out
 monitor does. W = 1 is the worst case (every batch holds one result: its round trips are paid by
 that result alone); W = 50 is what a busy volunteer account looks like (results of many workers
 drained together). It prints the collector's CPU and Redis's CPU per result, the Redis commands
-per result (those the scripts run included), and the ratio batched / alone. The simulated volunteers' own work (popping inboxes,
-pushing results) runs in the same Redis and is counted in its CPU; it is the same per result in
-both rows.
+per result (those the scripts run included), and the ratio batched / alone. The simulated
+volunteers' own work (popping inboxes, pushing results) runs in the same Redis and is counted in
+its CPU; it is the same per result in both rows.
 
     python -m bench.collect [--results 8000] [--json]
 """

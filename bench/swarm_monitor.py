@@ -23,16 +23,35 @@ from hydra import cli
 from hydra.monitor import Monitor
 
 TIMINGS: dict[str, list[float]] = {"pass": [], "notifications": [], "notified": []}
+# The parts of a pass (seconds each took), and those of the passes over 10 ms (the first 20).
+PARTS = ("_check_deadlines", "_emit", "_sign_ledger", "_housekeeping")
+CURRENT: dict[str, float] = {}
+SLOW: list[dict[str, float]] = []
+
+
+def _part(name: str, method: Any) -> Any:
+    def wrapper(self: Monitor, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            CURRENT[name] = CURRENT.get(name, 0.0) + time.perf_counter() - started
+
+    return wrapper
 
 
 def _timed(name: str, method: Any) -> Any:
     def wrapper(self: Monitor, *args: Any, **kwargs: Any) -> Any:
+        CURRENT.clear()
         started = time.perf_counter()
         out = method(self, *args, **kwargs)
         spent = time.perf_counter() - started
         if name == "pass":
             if out.acted:
                 TIMINGS["pass"].append(spent)
+                if spent > 0.010 and len(SLOW) < 20:
+                    parts = {k: round(v * 1000, 2) for k, v in CURRENT.items()}
+                    SLOW.append({"pass_ms": round(spent * 1000, 2), **parts})
         elif out:  # a batch of notifications handled (the wait for the first one excluded below)
             TIMINGS["notifications"].append(spent)
             TIMINGS["notified"].append(out)
@@ -57,6 +76,8 @@ def summary() -> dict[str, Any]:
         "notifications": sum(TIMINGS["notified"]),
         # Includes the wait for the first notification of the batch (up to the pass period).
         "longest_batch_s": batches[-1] if batches else None,
+        # Where the time of the slow passes went (ms; serve_idle and the rest are what remains).
+        "slow_passes_ms": SLOW,
     }
 
 
@@ -66,6 +87,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path)
     args, rest = parser.parse_known_args()
     register()
+    for part in PARTS:
+        setattr(Monitor, part, _part(part, getattr(Monitor, part)))
     Monitor.run_pass = _timed("pass", Monitor.run_pass)  # type: ignore[method-assign]
     Monitor.handle_notifications = _timed("notifications", Monitor.handle_notifications)  # type: ignore[method-assign]
     profiler = cProfile.Profile() if args.profile else None

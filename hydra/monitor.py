@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 LEASE_MS = 3000
 DUE_PER_PASS = 500
+# Seconds a pass spends at most on overdue assignments whose holder died or is late twice.
+DUE_BUDGET = 0.005
 # Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
 # over several passes; each result also tops its own worker up).
 IDLE_BUDGET = 0.005
@@ -334,54 +337,73 @@ class Monitor:
         return report
 
     def _check_deadlines(self, now: float, report: PassReport) -> None:
+        """Act on the assignments whose deadline passed (at most DUE_PER_PASS, oldest first): in one
+        round trip their chunks and late marks, in one their holders' heartbeats, in one every
+        first-time late mark (a copy wanted); the rare rest (a dead holder, a second deadline) one by
+        one, for at most DUE_BUDGET seconds; what is left stays due for the next pass."""
+        due = []
         for raw, _deadline in self.redis.zrangebyscore(
             keys.DEADLINES, "-inf", now, start=0, num=DUE_PER_PASS, withscores=True
         ):
             member = raw.decode(errors="replace")
             try:
-                job_id, chunk_id, nonce = keys.parse_assignment(member)
+                due.append((member, *keys.parse_assignment(member)))
             except ValueError:
                 record_error(self.redis, f"monitor: dropped a malformed deadline entry {member[:80]!r}")
                 self.redis.zrem(keys.DEADLINES, raw)
-                continue
-            self._safely(self._overdue, job_id, chunk_id, nonce, member, now, report)
-
-    def _overdue(self, job_id: str, chunk_id: int, nonce: int, member: str, now: float, report: PassReport) -> None:
-        import json
-
-        raw = self.redis.hget(keys.chunks(job_id), chunk_id)
-        holder = None
-        if raw is not None:
-            for name, held in (json.loads(raw).get("holders") or {}).items():
-                if int(held.get("nonce", -1)) == nonce:
-                    holder = name
-        if holder is None:
-            self.redis.zrem(keys.DEADLINES, member)
+        if not due:
             return
-        user, wid = keys.split_worker(holder)
-        if not self.redis.exists(keys.alive(user, wid)):
-            self.collector.gone(holder, "vanished (heartbeat lost)")
-            report.requeued.append(f"job {job_id} chunk {chunk_id}: holder {holder} gone")
-            return
-        if self.redis.hget(keys.late(job_id), f"{chunk_id}:{nonce}"):
-            # Late twice: take the assignment back (the copy may already be running elsewhere).
-            self.scripts.requeue(
-                keys=[*job_script_keys(job_id), keys.held(holder)],
-                args=[job_id, chunk_id, nonce, holder, now, f"worker {holder} missed its deadline twice", 0],
-            )
-            self.dispatcher.fill(holder)
-            report.requeued.append(f"job {job_id} chunk {chunk_id}: taken back from late {holder}")
-        else:
-            pipe = self.redis.pipeline()
-            # Kept beside the job record, not in it: status reads the record whole.
-            pipe.hset(keys.late(job_id), f"{chunk_id}:{nonce}", 1)
-            pipe.expire(keys.late(job_id), LATE_MARK_TTL)
-            pipe.zadd(keys.wanted(job_id), {str(chunk_id): now}, nx=True)
-            pipe.zadd(keys.DEADLINES, {member: now + self._window()}, xx=True)
-            pipe.execute()
-            report.copied.append(f"job {job_id} chunk {chunk_id} overdue on {holder}: copy wanted")
+        pipe = self.redis.pipeline(transaction=False)
+        for _member, job_id, chunk_id, nonce in due:
+            pipe.hget(keys.chunks(job_id), chunk_id)
+            pipe.hexists(keys.late(job_id), f"{chunk_id}:{nonce}")
+        replies = pipe.execute()
+        holders: list[str | None] = []
+        for (member, _job_id, _chunk_id, nonce), raw in zip(due, replies[::2], strict=True):
+            try:
+                holders.append(_holder(raw, nonce))
+            except ValueError:
+                record_error(self.redis, f"monitor: the chunk of deadline entry {member!r} is malformed")
+                holders.append(None)
+        pipe = self.redis.pipeline(transaction=False)
+        for holder in holders:
+            if holder is not None:
+                pipe.exists(keys.alive(*keys.split_worker(holder)))
+        alive = iter(pipe.execute())
+        marks = self.redis.pipeline(transaction=False)
+        give_up = time.perf_counter() + DUE_BUDGET
+        buried: set[str] = set()
+        for (member, job_id, chunk_id, nonce), holder, late in zip(due, holders, replies[1::2], strict=True):
+            if holder is None:  # answered, requeued or ended meanwhile
+                marks.zrem(keys.DEADLINES, member)
+            elif not next(alive):
+                if holder not in buried and time.perf_counter() < give_up:
+                    self._safely(self.collector.gone, holder, "vanished (heartbeat lost)")  # all it held
+                    buried.add(holder)
+                    report.requeued.append(f"job {job_id} chunk {chunk_id}: holder {holder} gone")
+            elif late:
+                if time.perf_counter() < give_up:
+                    self._safely(self._take_back, job_id, chunk_id, nonce, holder, now)
+                    report.requeued.append(f"job {job_id} chunk {chunk_id}: taken back from late {holder}")
+            else:
+                # Kept beside the job record, not in it: status reads the record whole.
+                marks.hset(keys.late(job_id), f"{chunk_id}:{nonce}", 1)
+                marks.expire(keys.late(job_id), LATE_MARK_TTL)
+                marks.zadd(keys.wanted(job_id), {str(chunk_id): now}, nx=True)
+                marks.zadd(keys.DEADLINES, {member: now + self._window()}, xx=True)
+                report.copied.append(f"job {job_id} chunk {chunk_id} overdue on {holder}: copy wanted")
+        if len(marks):
+            marks.execute()
         # Idle workers get the copies after the deadlines (run_pass) and between messages (run): not
         # here, once per overdue chunk, which made a pass quadratic (overdue × idle) at scale.
+
+    def _take_back(self, job_id: str, chunk_id: int, nonce: int, holder: str, now: float) -> None:
+        """Late twice: take the assignment back (the copy may already be running elsewhere)."""
+        self.scripts.requeue(
+            keys=[*job_script_keys(job_id), keys.held(holder)],
+            args=[job_id, chunk_id, nonce, holder, now, f"worker {holder} missed its deadline twice", 0],
+        )
+        self.dispatcher.fill(holder)
 
     def _sign_ledger(self) -> None:
         """Fold new ledger entries (up to LEDGER_SLICE) into the Merkle tree and the leaderboard, and
@@ -450,3 +472,15 @@ class Monitor:
             gone = [j for j, e in zip(ids, exists.execute(), strict=True) if not e]
             if gone:
                 self.redis.zrem(keys.JOBS, *gone)
+
+
+def _holder(raw: bytes | None, nonce: int) -> str | None:
+    """The worker that holds assignment ``nonce`` of a chunk record, if any; ValueError for a record
+    that is not one."""
+    if raw is None:
+        return None
+    try:
+        holders = json.loads(raw).get("holders") or {}
+        return next((name for name, held in holders.items() if int(held.get("nonce", -1)) == nonce), None)
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(str(exc)) from None

@@ -532,3 +532,37 @@ def test_a_drained_batch_costs_three_round_trips_however_many_workers_answered(c
     assert len(firsts) == len(set(firsts)) == 40, "no piece given twice"
     run_to_end(workers)
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 400 * BLOCK)
+
+
+def test_overdue_assignments_get_a_copy_then_are_taken_back_and_a_dead_holders_are_requeued(client):
+    """The deadline pass reads what is due in a few round trips and acts on each entry as it must:
+    first deadline, a copy is wanted; second, the assignment is taken back; a holder whose heartbeat
+    is gone gives back all it held; a malformed entry is dropped and recorded."""
+    from hydra.monitor import Monitor
+
+    monitor = Monitor(client, Settings())
+    job_id = pi_job(client)
+    alice, bob = FakeWorker(monitor.collector, "alice"), FakeWorker(monitor.collector, "bob")
+    alice.hello(), bob.hello()
+    late = alice.take()
+    late_member = keys.assignment(job_id, late["chunk"], late["a"])
+    dead = [keys.assignment(job_id, m["chunk"], m["a"]) for m in bob.inbox() if m["t"] == "chunk"]
+    client.delete(keys.alive("bob", "w1"))  # its expiry notice lost: only its deadline tells
+    client.zadd(keys.DEADLINES, {late_member: 0, dead[0]: 0, "not:an:entry": 0})
+
+    report = monitor.run_pass()
+    assert any("copy wanted" in line for line in report.copied), report
+    assert client.zscore(keys.wanted(job_id), late["chunk"]) is not None
+    assert client.zscore(keys.DEADLINES, late_member) > time.time(), "a second deadline, later"
+    assert any("bob/w1 gone" in line for line in report.requeued), report
+    assert client.scard(keys.held(bob.name)) == 0 and client.zscore(keys.LIVE, bob.name) is None
+    assert client.zscore(keys.DEADLINES, "not:an:entry") is None
+    assert any(b"malformed deadline entry" in e for e in client.lrange(keys.ERRORS, 0, -1))
+
+    client.zadd(keys.DEADLINES, {late_member: 0})
+    report = monitor.run_pass()
+    assert any("taken back from late alice/w1" in line for line in report.requeued), report
+    assert not client.sismember(keys.held(alice.name), late_member)
+    assert alice.answer(late) in ("stale", "refused")  # its answer no longer counts
+    run_to_end([alice])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
