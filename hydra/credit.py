@@ -172,13 +172,15 @@ def board(redis: redis_lib.Redis, *, unsigned_limit: int = 100_000) -> dict[str,
     return fold(result, (e for _, e in ledger.parse_entries(pending, done)))
 
 
-def leaderboard(redis: redis_lib.Redis, now: float | None = None) -> list[dict[str, Any]]:
-    return ranked(board(redis), now)
+def leaderboard(redis: redis_lib.Redis, now: float | None = None, *, unsigned: bool = True) -> list[dict[str, Any]]:
+    """Standings, ranked; ``unsigned=False``: only what the signed heads cover."""
+    return ranked(board(redis, unsigned_limit=100_000 if unsigned else 0), now)
 
 
-def credit_event(redis: redis_lib.Redis, top: int = TOP) -> dict[str, Any]:
-    """The page's ``credit`` event and ``/api/credit`` body: the top volunteers and the latest head."""
-    rows = leaderboard(redis)
+def credit_event(redis: redis_lib.Redis, top: int = TOP, *, unsigned: bool = True) -> dict[str, Any]:
+    """The page's ``credit`` event and ``/api/credit`` body: the top volunteers and the latest head
+    (``unsigned=False``: standings as signed, without entries not folded yet)."""
+    rows = leaderboard(redis, unsigned=unsigned)
     head = ledger.latest_head(redis)
     return {
         "top": rows[:top],

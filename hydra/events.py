@@ -36,14 +36,24 @@ class Events:
     def from_env(cls) -> Events:
         return cls(os.environ.get("HYDRA_REDIS_URL") or os.environ.get("RQ_REDIS_URL"))
 
+    def connect(self) -> None:
+        """Make the emitter now (importing Flask-SocketIO takes about 0.1 s), not at the first event:
+        a long-running process calls this at start so no later step pays for it."""
+        if self._broken or not self.redis_url or self._emitter is not None:
+            return
+        try:
+            from flask_socketio import SocketIO
+
+            self._emitter = SocketIO(message_queue=self.redis_url, channel=CHANNEL)
+        except Exception as exc:  # the page is a view; the work must go on without it
+            log.warning("cannot emit events to the page (%s); carrying on without them", exc)
+            self._broken = True
+
     def emit(self, name: str, data: Any) -> None:
+        self.connect()
         if self._broken or not self.redis_url:
             return
         try:
-            if self._emitter is None:
-                from flask_socketio import SocketIO
-
-                self._emitter = SocketIO(message_queue=self.redis_url, channel=CHANNEL)
             self._emitter.emit(name, data, namespace="/")
         except Exception as exc:  # the page is a view; the work must go on without it
             log.warning("cannot emit events to the page (%s); carrying on without them", exc)

@@ -57,7 +57,7 @@ DUE_BUDGET = 0.005
 IDLE_BUDGET = 0.005
 # Ledger entries folded and signed at a time: a pass stays short under a stream of results, and
 # what is left is signed between messages (see Monitor.run).
-LEDGER_SLICE = 128
+LEDGER_SLICE = 32
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
 IDLE_SLICE = 0.02
 IDLE_BATCH = 64
@@ -208,6 +208,7 @@ class Monitor:
         """Handle events and run passes until ``stop`` is set; Redis outages are waited out."""
         stop = stop or threading.Event()
         delay = self.settings.monitor_interval
+        self.events.connect()  # here, not in the first pass
         while not stop.is_set():
             listener = None
             try:
@@ -422,8 +423,9 @@ class Monitor:
         self._ledger_behind = head is not None and head.size < ledger.entry_count(self.redis)
         now = time.monotonic()
         if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
-            # The leaderboard read costs a few ms: the page gets it at most once a second.
-            self.events.emit("credit", credit.credit_event(self.redis))
+            # At most once a second, and from the signed standings only: folding what is not signed
+            # yet (thousands of entries when results pour in) is the signing's work, a slice a time.
+            self.events.emit("credit", credit.credit_event(self.redis, unsigned=False))
             self._credit_changed, self._credit_emitted = False, now
 
     def _window(self) -> float:
