@@ -54,7 +54,7 @@ _CACHE_SECONDS = 0.2
 PEEK_HEADS = 64
 # Idle workers are served this many at a time (their states and the jobs' peeks in one round trip,
 # their assignments in another), so a time budget is overrun by one round at most.
-IDLE_ROUND = 32
+IDLE_ROUND = 16
 
 
 @dataclass

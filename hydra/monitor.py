@@ -54,7 +54,7 @@ DUE_PER_PASS = 500
 DUE_BUDGET = 0.005
 # Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
 # over several passes; each result also tops its own worker up).
-IDLE_BUDGET = 0.005
+IDLE_BUDGET = 0.002
 # Ledger entries folded and signed at a time: a pass stays short under a stream of results, and
 # what is left is signed between messages (see Monitor.run).
 LEDGER_SLICE = 32
