@@ -98,12 +98,14 @@ class Peek:
             return None
         try:
             heads = []
+            returned = len(reply) // 2 - 1
             for chunk_id, raw in zip(reply[2::2], reply[3::2], strict=True):
-                if not raw:
+                if not raw:  # a pending id without its record: plan no further than that
                     break
                 chunk = json.loads(raw)
                 heads.append((chunk_id.decode(), int(chunk["first"]), int(chunk["count"])))
-            return cls(list(reply[0] or []), heads, int(reply[1] or 0), more=len(heads) >= asked)
+            more = returned >= asked or len(heads) < returned
+            return cls(list(reply[0] or []), heads, int(reply[1] or 0), more=more)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 

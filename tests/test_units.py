@@ -124,3 +124,26 @@ def test_a_chunk_that_would_run_for_days_is_refused():
     days = {**GOOD, "params": {"samples": 10**16, "seed": 1}, "first": 0, "count": 10**16 // 2**20}
     with pytest.raises(InvalidInput, match="cap"):
         volunteer().check(days)
+
+
+def test_a_peek_plans_pieces_where_assign_will_leave_the_head():
+    """The peek's view after each planned piece is what ASSIGN leaves: the head split where the
+    piece ended under the same id, or the next chunk once the head is taken whole; it knows when
+    more may be pending than it read, and a malformed reply is no peek at all."""
+    from hydra.dispatch import Peek
+
+    def record(first: int, count: int) -> bytes:
+        return f'{{"first":{first},"count":{count},"state":"pending","attempt":0}}'.encode()
+
+    peek = Peek.parse([[], b"7", b"3", record(10, 5), b"4", record(15, 2)], 2)
+    assert peek is not None and peek.heads == [("3", 10, 5), ("4", 15, 2)] and peek.claimed == 7 and peek.more
+    peek.took(2)
+    assert peek.heads[0] == ("3", 12, 3) and peek.claimed == 9
+    peek.took(3)
+    assert peek.heads == [("4", 15, 2)]
+    alone = Peek.parse([[b"9"], False, b"3", record(0, 4)], 2)
+    assert alone is not None and alone.wanted == [b"9"] and not alone.more, "one pending chunk: all there is"
+    broken = Peek.parse([[], b"0", b"3", False, b"4", record(1, 1)], 2)
+    assert broken is not None and broken.heads == [] and broken.more, "a missing record: read again"
+    assert Peek.parse([[], b"0", b"3", b"{not json"], 1) is None
+    assert Peek.parse(ValueError("NOSCRIPT"), 1) is None
