@@ -64,10 +64,10 @@ local function active()
   local state = redis.call('HGET', KEYS[1], 'state')
   return state == 'queued' or state == 'running'
 end
-local function ledger(kind, user, c, digest, now)
+local function ledger(kind, user, c, digest, now, task)
   if c.credit == nil then return end
   redis.call('RPUSH', KEYS[12], '{"kind":"' .. kind .. '","volunteer":"' .. user .. '","job":"' .. job_id ..
-    '","task":"' .. redis.call('HGET', KEYS[1], 'task') .. '","first":' .. fmt(c.first) .. ',"count":' ..
+    '","task":"' .. (task or redis.call('HGET', KEYS[1], 'task')) .. '","first":' .. fmt(c.first) .. ',"count":' ..
     fmt(c.count) .. ',"credit":' .. fmt(c.credit) .. ',"digest":"' .. digest .. '","time":' .. now .. '}')
 end
 """
@@ -87,7 +87,8 @@ ASSIGN = (
     _COMMON
     + """
 local now = tonumber(ARGV[8])
-if not active() then return {'no', 'ended'} end
+local state, spec = unpack(redis.call('HMGET', KEYS[1], 'state', 'spec'))
+if state ~= 'queued' and state ~= 'running' then return {'no', 'ended'} end
 if redis.call('SISMEMBER', KEYS[11], ARGV[7]) == 1 then return {'no', 'quarantined'} end
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
 if not raw then return {'no', 'gone'} end
@@ -121,7 +122,7 @@ else
   end
   c.state, c.credit = 'running', tonumber(ARGV[10])
   redis.call('HINCRBY', KEYS[1], 'units_claimed', c.count)
-  if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+  if state == 'queued' then
     redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[8])
   end
 end
@@ -138,7 +139,7 @@ else
   redis.call('ZADD', KEYS[13], tonumber(ARGV[11]), id)
 end
 redis.call('RPUSH', KEYS[15], '{"t":"chunk","job":"' .. job_id .. '","chunk":' .. id .. ',"a":' .. fmt(nonce) ..
-  ',"first":' .. fmt(c.first) .. ',"count":' .. fmt(c.count) .. ',' .. redis.call('HGET', KEYS[1], 'spec') .. '}')
+  ',"first":' .. fmt(c.first) .. ',"count":' .. fmt(c.count) .. ',' .. spec .. '}')
 return {'ok', id, fmt(c.first), fmt(c.count), fmt(nonce)}
 """
 )
@@ -182,7 +183,10 @@ local at = tostring(h.at)
 c.holders[worker] = nil
 redis.call('ZREM', KEYS[9], member(ARGV[2], ARGV[3]))
 redis.call('SREM', KEYS[14], member(ARGV[2], ARGV[3]))
-if not active() then return {0, 'job ended'} end
+-- The job record's fields this script reads, in one call.
+local state, task, verify, units_total, result_ttl =
+  unpack(redis.call('HMGET', KEYS[1], 'state', 'task', 'verify', 'units_total', 'result_ttl'))
+if state ~= 'queued' and state ~= 'running' then return {0, 'job ended'} end
 if redis.call('SISMEMBER', KEYS[11], user) == 1 then
   redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
   return {0, 'quarantined'}
@@ -210,7 +214,7 @@ if need > 1 then
   for u, d in pairs(c.results) do
     if d == ARGV[7] then
       redis.call('HINCRBY', volunteer_key(u), 'clean', 1)
-      ledger('grant', u, c, d, now)
+      ledger('grant', u, c, d, now, task)
     else
       redis.call('SADD', KEYS[11], u)
       redis.call('HSET', volunteer_key(u), 'state', 'quarantined', 'reason',
@@ -219,7 +223,7 @@ if need > 1 then
     end
   end
 else
-  ledger('grant', user, c, ARGV[7], now)
+  ledger('grant', user, c, ARGV[7], now, task)
 end
 drop_holders(ARGV[2], c)
 redis.call('HDEL', KEYS[2], ARGV[2])
@@ -232,24 +236,30 @@ redis.call('HINCRBY', KEYS[16], 'chunks', 1)
 if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[17], ARGV[11], ARGV[10]) end
 local point = tostring(shown)
 local sums = {'"display_done":' .. ARGV[10]}
-reduce_sums(KEYS[1], ARGV, 18)
+local added = reduce_sums(KEYS[1], ARGV, 18)
 for i = 18, #ARGV, 3 do
   -- Only added sums can be taken back later (REDO); a max or min stays as it was.
   if ARGV[i + 2] == 'sum' then table.insert(sums, '"' .. ARGV[i] .. '":' .. ARGV[i + 1]) end
-  point = point .. ' ' .. (redis.call('HGET', KEYS[1], 'sum:' .. ARGV[i]) or '')
+  local total = added[ARGV[i]]  -- a Lua number: exact below 2^53, else read back as stored
+  if total and math.abs(total) < 2^53 then
+    total = fmt(total)
+  else
+    total = redis.call('HGET', KEYS[1], 'sum:' .. ARGV[i])
+  end
+  point = point .. ' ' .. (total or '')
 end
-if need == 1 and redis.call('HGET', KEYS[1], 'verify') == 'auto' then
+if need == 1 and verify == 'auto' then
   -- Accepted on one volunteer's word: remembered, so it can be redone if that volunteer is caught.
   redis.call('HSET', KEYS[15], job_id .. ':' .. ARGV[2], '{"first":' .. fmt(c.first) .. ',"count":' ..
     fmt(c.count) .. ',"credit":' .. fmt(c.credit or 0) .. ',"digest":"' .. ARGV[7] .. '","sums":{' ..
     table.concat(sums, ',') .. '}}')
-  redis.call('EXPIRE', KEYS[15], tonumber(redis.call('HGET', KEYS[1], 'result_ttl')))
+  redis.call('EXPIRE', KEYS[15], tonumber(result_ttl))
 end
 if redis.call('RPUSH', KEYS[7], point) > 10100 then redis.call('LTRIM', KEYS[7], -10000, -1) end
 redis.call('HINCRBY', KEYS[5], user, c.count)
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[6], ARGV[2], ARGV[8]) end
 local outcome = 1
-if done >= tonumber(redis.call('HGET', KEYS[1], 'units_total')) then
+if done >= tonumber(units_total) then
   finish('done', now, '')
   outcome = 2
 end

@@ -74,15 +74,16 @@ def lua_args(kinds_: Mapping[str, str], sums: Mapping[str, int]) -> list[str | i
 # The same combination inside Redis, for the script that accepts a result (the job record is one
 # hash; its fields are ``sum:<name>``). Atomic with the acceptance, so two results never interleave.
 # ``reduce_sums(job_key, ARGV, first)`` reads (name, value, kind) triples from ARGV[first]; values
-# are compared as Lua numbers (doubles), exact below 2**53 (checked on the trusted side first).
+# are compared as Lua numbers (doubles), exact below 2**53 (checked on the trusted side first). It
+# returns the new totals of the added sums, by name.
 LUA = """
 local function reduce_sums(job, argv, first)
-  local improved, tied = {}, {}
+  local improved, tied, added = {}, {}, {}
   for i = first, #argv, 3 do
     local name, value, kind = argv[i], argv[i + 1], argv[i + 2]
     local field = 'sum:' .. name
     if kind == 'sum' then
-      redis.call('HINCRBY', job, field, value)
+      added[name] = redis.call('HINCRBY', job, field, value)
     elseif kind == 'max' or kind == 'min' then
       local before = redis.call('HGET', job, field)
       local v = tonumber(value)
@@ -104,5 +105,6 @@ local function reduce_sums(job, argv, first)
       end
     end
   end
+  return added
 end
 """
