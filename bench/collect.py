@@ -3,12 +3,15 @@
 In one process against a real ``redis-server``: V volunteers with W workers each say hello to the
 real collector; then, round after round, every worker's next chunk descriptor is answered with a
 null result pushed into its volunteer's outbox, and the collector drains the outboxes as the
-monitor does. W = 1 is the worst case (every batch holds one result: its round trips are paid by
-that result alone); W = 50 is what a busy volunteer account looks like (results of many workers
-drained together). It prints the collector's CPU and Redis's CPU per result, the Redis commands
-per result (those the scripts run included), and the ratio batched / alone. The simulated
-volunteers' own work (popping inboxes, pushing results) runs in the same Redis and is counted in
-its CPU; it is the same per result in both rows.
+monitor does. Four volunteers with one worker each, drained one at a time, is the worst case
+(every batch holds one result: its round trips are paid by that result alone); four with fifty
+workers each is what a busy volunteer account looks like (results of many workers drained
+together); sixty-four with one worker each, drained together (``Collector.drain_many``, as the
+monitor does with the volunteers it heard from), is a crowd of single-worker volunteers. It prints
+the collector's CPU and Redis's CPU per result, the Redis commands per result (those the scripts
+run included), and each row's ratio to the first. The simulated volunteers' own work (popping
+inboxes, pushing results) runs in the same Redis and is counted in its CPU; it is the same per
+result in every row.
 
     python -m bench.collect [--results 8000] [--json]
 """
@@ -31,7 +34,11 @@ from hydra.local import RedisServer
 from hydra.queue import SubmitOptions, submit
 from hydra.settings import Settings
 
-VOLUNTEERS = 4
+ROWS = [  # (volunteers, workers each, drained together)
+    (4, 1, False),
+    (4, 50, False),
+    (64, 1, True),
+]
 
 
 def redis_cpu(client: Any) -> float:
@@ -43,15 +50,16 @@ def commands(client: Any) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
 
-def measure(workers: int, results: int) -> dict[str, Any]:
-    """Collector CPU, Redis CPU and commands per result with ``workers`` workers per volunteer."""
+def measure(volunteers: int, workers: int, together: bool, results: int) -> dict[str, Any]:
+    """Collector CPU, Redis CPU and commands per result with ``volunteers`` volunteers of ``workers``
+    workers each, their outboxes drained one by one or ``together``."""
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()
         try:
             client = connect(server.url)
             collector = Collector(client, Settings())
-            submit(client, "null", {"units": 10 * (results + 4 * VOLUNTEERS * workers)}, SubmitOptions(chunk_units=10))
-            users = [f"v{i}" for i in range(VOLUNTEERS)]
+            submit(client, "null", {"units": 10 * (results + 4 * volunteers * workers)}, SubmitOptions(chunk_units=10))
+            users = [f"v{i}" for i in range(volunteers)]
             hello = {"t": "hello", "tasks": {"null": "1"}, "device": "cpu", "zone": "", "host": "bench", "pid": 1}
             for user in users:
                 for w in range(workers):
@@ -71,23 +79,30 @@ def measure(workers: int, results: int) -> dict[str, Any]:
                 if out:
                     client.rpush(keys.outbox(user), *out)
 
+            def drain() -> int:
+                if together:
+                    return collector.drain_many(dict.fromkeys(users))
+                return sum(collector.drain(user) for user in users)
+
             for user in users:  # a first round teaches Redis every script
                 answer(user)
-                collector.drain(user)
+            drain()
             handled, cpu = 0, 0.0
             redis0, commands0 = redis_cpu(client), commands(client)
             while handled < results:
                 for user in users:
                     answer(user)
-                    started = time.process_time()
-                    handled += collector.drain(user)
-                    cpu += time.process_time() - started
+                started = time.process_time()
+                handled += drain()
+                cpu += time.process_time() - started
             redis_used, sent = redis_cpu(client) - redis0, commands(client) - commands0
             client.close()
         finally:
             server.stop()
     return {
+        "volunteers": volunteers,
         "workers_per_volunteer": workers,
+        "drained_together": together,
         "results": handled,
         "collector_us_per_result": cpu / handled * 1e6,
         "redis_us_per_result": redis_used / handled * 1e6,
@@ -103,30 +118,45 @@ def main(argv: list[str] | None = None) -> None:
     if args.results < 100:
         raise SystemExit("bench.collect: --results must be at least 100")
     register()
-    rows = [measure(w, args.results) for w in (1, 50)]
-    alone, batched = rows
+    rows = [measure(v, w, together, args.results) for v, w, together in ROWS]
+    alone = rows[0]
     print(
         table(
             [
                 [
+                    r["volunteers"],
                     r["workers_per_volunteer"],
+                    "together" if r["drained_together"] else "one by one",
                     round(r["collector_us_per_result"]),
                     round(r["redis_us_per_result"]),
                     round(r["redis_commands_per_result"], 1),
+                    f"{r['collector_us_per_result'] / alone['collector_us_per_result']:.2f}",
+                    f"{r['redis_us_per_result'] / alone['redis_us_per_result']:.2f}",
                 ]
                 for r in rows
             ],
-            ["workers per volunteer", "collector µs/result", "Redis µs/result", "commands/result"],
+            [
+                "volunteers",
+                "workers each",
+                "outboxes drained",
+                "collector µs/result",
+                "Redis µs/result",
+                "commands/result",
+                "collector × first",
+                "Redis × first",
+            ],
         )
     )
     ratios = {
-        "collector": batched["collector_us_per_result"] / alone["collector_us_per_result"],
-        "redis": batched["redis_us_per_result"] / alone["redis_us_per_result"],
+        f"{r['volunteers']}x{r['workers_per_volunteer']}{' together' if r['drained_together'] else ''}": {
+            "collector": r["collector_us_per_result"] / alone["collector_us_per_result"],
+            "redis": r["redis_us_per_result"] / alone["redis_us_per_result"],
+        }
+        for r in rows[1:]
     }
-    print(f"batched / alone: collector {ratios['collector']:.2f}, Redis {ratios['redis']:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "batched_over_alone": ratios}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "over_first_row": ratios}, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -445,6 +445,23 @@ def _commandstats(client: Any) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
 
 
+def _reads_writes(client: Any) -> tuple[int, int]:
+    """How many times Redis has read from and written to clients' sockets (system calls)."""
+    stats = client.info("stats")
+    return int(stats.get("total_reads_processed", 0)), int(stats.get("total_writes_processed", 0))
+
+
+def ping_floor(client: Any, pings: int = 5000) -> float:
+    """Redis CPU microseconds one round trip costs on this machine (a PING: a read, a write, the
+    event loop's wake-up), the floor under every command sent alone. Where system calls are dear
+    (a virtual machine, a sandbox) it is most of what a chunk costs, so the chunk's cost is also
+    printed in these units: it carries over to other machines better than microseconds do."""
+    before = redis_cpu(client.info("cpu"))
+    for _ in range(pings):
+        client.ping()
+    return (redis_cpu(client.info("cpu")) - before) / pings * 1e6
+
+
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
 
@@ -470,7 +487,7 @@ def real_worker_cost(workers: int = 2, chunks: int = 400, idle_seconds: float = 
         cluster.wait_ready()
         time.sleep(1.0)
         idle_cpu, idle_cmds = measure(idle_seconds)
-        cpu0, cmd0 = redis_cpu(client.info("cpu")), _commandstats(client)
+        cpu0, cmd0, io0 = redis_cpu(client.info("cpu")), _commandstats(client), _reads_writes(client)
         started = time.monotonic()
         job_id = submit(client, "null", {"units": chunks * 10}, SubmitOptions(chunk_units=10))
         while client.hget(keys.job(job_id), "state") not in (b"done", b"failed", b"cancelled"):
@@ -478,7 +495,9 @@ def real_worker_cost(workers: int = 2, chunks: int = 400, idle_seconds: float = 
         elapsed = time.monotonic() - started
         cpu = redis_cpu(client.info("cpu")) - cpu0
         cmds = _delta(_commandstats(client), cmd0)
+        io = [after - before for after, before in zip(_reads_writes(client), io0, strict=True)]
         record = read_job(client, job_id)
+        floor = ping_floor(client)
         client.close()
     finally:
         if monitor:
@@ -506,6 +525,10 @@ def real_worker_cost(workers: int = 2, chunks: int = 400, idle_seconds: float = 
         "commands_per_chunk": round(sum(per_chunk_cmds.values()), 1),
         "commands_per_chunk_by_name": per_chunk_cmds,
         "redis_cpu_us_per_chunk": max(cpu - background, 0.0) * 1e6 / chunks,
+        "socket_reads_per_chunk": round(io[0] / chunks, 2),
+        "socket_writes_per_chunk": round(io[1] / chunks, 2),
+        "redis_cpu_us_per_ping": floor,
+        "pings_per_chunk": max(cpu - background, 0.0) * 1e6 / chunks / floor if floor > 0 else None,
         "redis_cpu_us_per_chunk_gross": cpu * 1e6 / chunks,
         "redis_cpu_us_per_worker_second": per_worker_s * 1e6,
         "commands_per_worker_second": worker_cmds,
@@ -644,6 +667,13 @@ def report(out: dict[str, Any]) -> str:
             f"(swarm of {out['runs'][-1]['n']}, idle)",
             f"one Redis core: {1e6 / max(cost['redis_cpu_us_per_chunk'], 1e-9):.0f} chunk completions/s",
         ]
+        if cost.get("pings_per_chunk"):
+            lines.append(
+                f"a chunk costs Redis {cost['socket_reads_per_chunk']} socket reads and "
+                f"{cost['socket_writes_per_chunk']} writes, and as much CPU as {cost['pings_per_chunk']:.1f} PINGs "
+                f"(one PING: {cost['redis_cpu_us_per_ping']:.1f} µs here): one Redis core serves "
+                f"{1e6 / cost['pings_per_chunk']:.0f} / (µs per PING) chunk completions/s"
+            )
         for cap in out["capacity"]:
             lines.append(
                 f"capacity at {cap['chunk_seconds']:g} s chunks: {cap['volunteers_per_redis_core']} volunteers "

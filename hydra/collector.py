@@ -88,6 +88,7 @@ class Refused(Exception):
 class _Result:
     """One result message on its way through :meth:`Collector.results`."""
 
+    user: str
     wid: str
     name: str
     message: dict[str, Any]
@@ -105,6 +106,10 @@ class _Result:
     count: int = 0
     at: float = 0.0
     result: ChunkResult | None = None
+
+    @classmethod
+    def of(cls, user: str, wid: str, message: dict[str, Any], blob: bytes, arrived: float | None) -> _Result:
+        return cls(user, wid, keys.worker_name(user, wid), message, blob, arrived)
 
 
 class Collector:
@@ -138,37 +143,102 @@ class Collector:
             self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
             return 0
         batch = reply[2]
-        # Stamps and messages come in the same order, but a drain may pop a message before the
-        # listener heard of it: that message counts as arriving now, and its stamp, when it comes,
-        # is skipped here rather than paired with a later message (which would then look as if it
-        # arrived early, its worker far faster than it is, and get chunks far too big).
-        owed = self._unstamped.pop(user, 0)
-        while owed and arrivals:
-            arrivals.popleft()
-            owed -= 1
         while True:
             if batch is None:
                 reply = self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
                 batch = reply[2] if int(reply[0]) == 0 else []
             if not batch:
-                if owed:
-                    self._unstamped[user] = owed
                 return handled
-            stamped = []
-            for raw in batch:
-                arrived = arrivals.popleft() if arrivals else None
-                owed += arrived is None
-                stamped.append((raw, arrived))
             handled += len(batch)
-            if "cut off" in self.handle_many(user, stamped):
+            if "cut off" in self.handle_many(user, self._stamp(user, batch, arrivals)):
                 return handled
-            if len(self._unstamped) > MAX_UNSTAMPED:
-                self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
             if len(batch) < BATCH:  # the box was emptied; what arrives since comes with its own notice
-                if owed:
-                    self._unstamped[user] = owed
                 return handled
             batch = None
+
+    def drain_many(self, arrivals: dict[str, collections.deque[float] | None]) -> int:
+        """:meth:`drain` for several volunteers at once; returns how many messages.
+
+        Their outboxes are taken in one round trip, and the results among them are handled as one
+        batch (:meth:`results`: two round trips more), so the trusted side's round trips per result
+        shrink as more volunteers answer at once. A volunteer whose messages are not all results,
+        or whose outbox held more than one take, is drained on its own as well."""
+        users = [user for user in arrivals if _plausible_user(user)]
+        if len(users) <= 1:
+            return sum(self.drain(user, arrivals[user]) for user in users)
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.evalsha(self.scripts.take.sha, 2, keys.CUTOFF, keys.outbox(user), user, BATCH, MAX_OUTBOX)
+        replies = pipe.execute(raise_on_error=False)
+        handled = 0
+        together: list[tuple[str, list[tuple[bytes, float | None]], list[_Result]]] = []
+        alone: list[str] = []  # drained on their own, after the batch
+        for user, reply in zip(users, replies, strict=True):
+            if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: no script cache
+                alone.append(user)
+                continue
+            if isinstance(reply, Exception):
+                record_error(self.redis, f"collector: taking {user}'s outbox failed: {reply}")
+                continue
+            if int(reply[0]) == 1:
+                self.redis.delete(keys.outbox(user))
+                continue
+            if int(reply[0]) == 2:
+                self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
+                continue
+            batch = reply[2]
+            if not batch:
+                continue
+            handled += len(batch)
+            stamped = self._stamp(user, batch, arrivals[user])
+            parsed = [_as_result(raw) for raw, _ in stamped]
+            if all(parsed):
+                items = [_Result.of(user, *p, arrived) for p, (_, arrived) in zip(parsed, stamped, strict=True) if p]
+                together.append((user, stamped, items))
+            elif "cut off" in self.handle_many(user, stamped):
+                continue
+            if len(batch) == BATCH:
+                alone.append(user)
+        if together:
+            self._results_together(together)
+        for user in alone:  # (one cut off meanwhile finds its outbox refused by TAKE)
+            handled += self.drain(user, arrivals[user])
+        return handled
+
+    def _results_together(self, together: list[tuple[str, list[tuple[bytes, float | None]], list[_Result]]]) -> None:
+        """Several volunteers' results as one batch; if that batch crashes its handler, each
+        volunteer's messages are handled again on their own, so only the one whose messages crash it
+        is held to account (what was accepted before the crash is found settled then)."""
+        try:
+            self._results([item for _, _, items in together for item in items])
+        except Exception:
+            log.exception("collector: a batch of %d volunteers' results crashed its handler", len(together))
+            for user, stamped, _ in together:
+                self.handle_many(user, stamped)
+
+    def _stamp(
+        self, user: str, batch: list[bytes], arrivals: collections.deque[float] | None
+    ) -> list[tuple[bytes, float | None]]:
+        """Pair each message taken from ``user``'s outbox with when it arrived.
+
+        Stamps and messages come in the same order, but a drain may pop a message before the
+        listener heard of it: that message counts as arriving now, and its stamp, when it comes,
+        is skipped rather than paired with a later message (which would then look as if it arrived
+        early, its worker far faster than it is, and get chunks far too big)."""
+        owed = self._unstamped.pop(user, 0)
+        while owed and arrivals:
+            arrivals.popleft()
+            owed -= 1
+        stamped = []
+        for raw in batch:
+            arrived = arrivals.popleft() if arrivals else None
+            owed += arrived is None
+            stamped.append((raw, arrived))
+        if owed:
+            if len(self._unstamped) >= MAX_UNSTAMPED:
+                self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
+            self._unstamped[user] = owed
+        return stamped
 
     def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:
         """One message from ``user``. Never raises: a bad message is refused and recorded."""
@@ -379,39 +449,44 @@ class Collector:
         return self.results(user, [(wid, message, blob, arrived)])[0]
 
     def results(self, user: str, batch: list[tuple[str, dict[str, Any], bytes, float | None]]) -> list[str]:
-        """Check, accept and time a batch of one volunteer's results ``(wid, message, blob, arrived)``.
+        """Check, accept and time a batch of one volunteer's results ``(wid, message, blob, arrived)``;
+        returns each result's outcome. See :meth:`_results`."""
+        items = [_Result.of(user, wid, message, blob, arrived) for wid, message, blob, arrived in batch]
+        self._results(items)
+        return [item.outcome for item in items]
+
+    def _results(self, items: list[_Result]) -> None:
+        """Check, accept and time a batch of results (of one volunteer or several), setting each
+        one's outcome.
 
         The round trips are per batch, not per result: one reads every quoted assignment and speed
         record, one writes CO2, acceptance (with the counters that depend on its outcome) and speeds
-        and reads what topping up needs; then each worker that answered is topped up once. Returns
-        each result's outcome."""
-        items = [
-            _Result(wid, keys.worker_name(user, wid), message, blob, arrived) for wid, message, blob, arrived in batch
-        ]
+        and reads what topping up needs; then each worker that answered is topped up once."""
         live: list[_Result] = []
-        refusals, states, peeked = self._read_assignments(user, items, top_up=True)
+        refusals, states, peeked = self._read_assignments(items, top_up=True)
         for item, got in zip(items, refusals, strict=True):
+            if item.outcome:  # its volunteer was cut off by an earlier message of this batch
+                continue
             if got is None and item.spec is None:
                 got = Refused(f"job {item.job_id} cannot be read here")
             if isinstance(got, Refused):
-                item.outcome = self._refused(user, item, got)
+                item.outcome = self._refused(item.user, item, got)
             else:
-                item.outcome = self._check_result(user, item)
+                item.outcome = self._check_result(item.user, item)
                 if not item.outcome:
                     live.append(item)
             if item.outcome == "cut off":  # the rest of its messages go unread, as its outbox does
                 for rest in items:
-                    rest.outcome = rest.outcome or "cut off"
+                    if rest.user == item.user:
+                        rest.outcome = rest.outcome or "cut off"
                 live = [i for i in live if i.outcome != "cut off"]
-                break
         if live:
             # A worker with a refused result was topped up then; the others are, with their acceptance.
             topped = {item.name for item in items if item.outcome}
-            self._accept(user, live, {n: s for n, s in states.items() if n not in topped}, peeked)
-        return [item.outcome for item in items]
+            self._accept(live, {n: s for n, s in states.items() if n not in topped}, peeked)
 
     def _read_assignments(
-        self, user: str, items: list[_Result], *, top_up: bool = False
+        self, items: list[_Result], *, top_up: bool = False
     ) -> tuple[list[Refused | None], dict[str, list[Any]], dict[str, tuple[Any, int]]]:
         """Fill each item's job, chunk, nonce, chunk record, spec, check decision and speed record in
         one round trip; an item whose worker does not hold what it quotes gets Refused instead.
@@ -437,9 +512,9 @@ class Collector:
             if ("job", job_id) not in shared:
                 shared["job", job_id] = len(pipe)
                 pipe.hmget(keys.job(job_id), "verify", "salt")
-            if ("clean",) not in shared:
-                shared["clean",] = len(pipe)
-                pipe.hget(keys.volunteer(user), "clean")
+            if ("clean", item.user) not in shared:
+                shared["clean", item.user] = len(pipe)
+                pipe.hget(keys.volunteer(item.user), "clean")
             if item.spec is not None and ("speed", item.name, item.spec.task.name) not in shared:
                 shared["speed", item.name, item.spec.task.name] = len(pipe)
                 self._queue_speed_record(pipe, item.name, item.spec.task.name)  # two replies
@@ -460,18 +535,16 @@ class Collector:
                 continue
             held, raw = replies[at : at + 2]
             mode, salt = replies[shared["job", item.job_id]]
-            clean = replies[shared["clean",]]
+            clean = replies[shared["clean", item.user]]
             if item.spec is not None:
                 speed_at = shared["speed", item.name, item.spec.task.name]
                 item.speed = replies[speed_at : speed_at + 2]
-            out.append(self._held(item, user, held, raw, mode, salt, clean))
+            out.append(self._held(item, held, raw, mode, salt, clean))
         states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
         peeked = dict(zip(jobs, zip(replies[states_at + 4 * len(names) :], asked, strict=True), strict=True))
         return out, states, peeked
 
-    def _held(
-        self, item: _Result, user: str, held: Any, raw: bytes | None, mode: Any, salt: Any, clean: Any
-    ) -> Refused | None:
+    def _held(self, item: _Result, held: Any, raw: bytes | None, mode: Any, salt: Any, clean: Any) -> Refused | None:
         where = f"job {item.job_id} chunk {item.chunk_id}"
         if raw is None:
             return Refused("no such chunk" if held else f"{where} was not assigned to {item.name} (stale or forged)")
@@ -481,7 +554,7 @@ class Collector:
             if any(h.get("nonce") == item.nonce for h in holders):
                 return Refused(f"{where} was not assigned to {item.name}: it quotes another's live assignment")
             return Refused(f"{where} was not assigned to {item.name} (stale or forged)")
-        item.check = _check_decision(mode, salt, int(clean or 0), item.job_id, item.chunk_id, user)
+        item.check = _check_decision(mode, salt, int(clean or 0), item.job_id, item.chunk_id, item.user)
         return None
 
     def _refused(self, user: str, item: _Result, exc: Refused) -> str:
@@ -519,9 +592,7 @@ class Collector:
             return self.strike(user, f"job {item.job_id} chunk {item.chunk_id}: {exc}")
         return ""
 
-    def _accept(
-        self, user: str, items: list[_Result], states: dict[str, list[Any]], peeked: dict[str, tuple[Any, int]]
-    ) -> None:
+    def _accept(self, items: list[_Result], states: dict[str, list[Any]], peeked: dict[str, tuple[Any, int]]) -> None:
         """Bill, accept and time checked results, and top their workers up, in one round trip; then
         settle what followed. ``states`` and ``peeked``: what topping up needs, as read before."""
         pipe = self.redis.pipeline(transaction=False)
@@ -538,6 +609,7 @@ class Collector:
             if arrived <= max(item.at, last or 0.0):  # a stamp from before the chunk could start is not this result's
                 arrived = max(now, item.at, last or 0.0)
             sums = item.result.sums
+            user = item.user
             args: list[Any] = [item.job_id, item.chunk_id, item.nonce, item.name, user, f"{now:.6f}"]
             args += [digest(sums, task.sums, item.blob), item.blob, int(item.check)]
             args += [task.display_size(spec.params, item.first, item.count), f"done:{task.display_unit}"]
@@ -551,7 +623,7 @@ class Collector:
             pipe.evalsha(self.scripts.accept.sha, len(accept_keys), *accept_keys, *args)
             accepts.append((len(pipe) - 1, accept_keys, args))
             speeds[(item.name, task.name)] = self._speed(item, arrived, speed, work)
-        self._queue_speeds(pipe, user, items, speeds)
+        self._queue_speeds(pipe, items, speeds)
         # Each worker that answered is topped up once, in the same round trip, after its acceptances:
         # it holds what it held less the assignments these results settle, and its speed is the new one.
         peeks = Peek.parse_all(peeked)
@@ -631,24 +703,27 @@ class Collector:
         return [[arrived, rd, rs, rd / rs, info[4], info[5]], rd / rs]
 
     @staticmethod
-    def _queue_speeds(pipe: Any, user: str, items: list[_Result], speeds: dict[tuple[str, str], list[Any]]) -> None:
+    def _queue_speeds(pipe: Any, items: list[_Result], speeds: dict[tuple[str, str], list[Any]]) -> None:
         """Queue the new speed records of a batch, once per worker and task (not once per result):
-        the worker's record, its place in the task's ranking, the volunteer's last speed and the
+        the worker's record, its place in the task's ranking, each volunteer's last speed and the
         cluster's total (moved by what each worker's speed moved since its first record here)."""
         before: dict[tuple[str, str], float] = {}
         for item in items:
             before.setdefault((item.name, item.spec.task.name), float(item.speed[1] or 0.0))
         moved: dict[str, float] = {}
         ranked: dict[str, dict[str, float]] = {}
+        last: dict[tuple[str, str], float] = {}  # (volunteer, task) → the speed of its last worker here
         for (name, task), ([arrived, rd, rs, rate, _device, _zone], _) in speeds.items():
             record = {"last_result": arrived, "last_seen": arrived, f"rd:{task}": rd, f"rs:{task}": rs}
             pipe.hset(keys.worker(name), mapping={**record, f"rate:{task}": rate})
             ranked.setdefault(task, {})[name] = rate
+            last[keys.split_worker(name)[0], task] = rate
             moved[task] = moved.get(task, 0.0) + rate - before[name, task]
         for task, rates in ranked.items():
             pipe.zadd(keys.rates(task), rates)
-            pipe.hset(keys.volunteer(user), f"rate:{task}", list(rates.values())[-1])
             pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", moved[task])
+        for (user, task), rate in last.items():
+            pipe.hset(keys.volunteer(user), f"rate:{task}", rate)
 
     def _carbon(self, item: _Result, arrived: float, speed: list[Any], work: float) -> accounting.ChunkCarbon | None:
         """The CO2 of one result (None without a carbon reading): the trusted busy time (as for speed),
@@ -693,8 +768,8 @@ class Collector:
         pipe.execute()
 
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
-        item = _Result(wid, keys.worker_name(user, wid), message, b"", None)
-        refused = self._read_assignments(user, [item])[0][0]
+        item = _Result.of(user, wid, message, b"", None)
+        refused = self._read_assignments([item])[0][0]
         if refused:
             raise refused
         name, job_id, chunk_id, nonce = item.name, item.job_id, item.chunk_id, item.nonce

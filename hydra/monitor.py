@@ -61,6 +61,8 @@ LEDGER_SLICE = 32
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
 IDLE_SLICE = 0.02
 IDLE_BATCH = 64
+# Volunteers whose outboxes are taken and whose results are handled together (Collector.drain_many).
+DRAIN_ROUND = 64
 HOUSEKEEPING_SECONDS = 60.0
 CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
@@ -265,18 +267,18 @@ class Monitor:
         give_up = time.monotonic() + budget
         handled = 0
         users = list(arrivals)
-        for i, user in enumerate(users):
+        for i in range(0, len(users), DRAIN_ROUND):
             if time.monotonic() > give_up:
                 listener.put_back({u: arrivals[u] for u in users[i:]})
                 break
-            times = arrivals[user]
+            group = users[i : i + DRAIN_ROUND]
             try:
-                handled += self.collector.drain(user, arrivals=times)
+                handled += self.collector.drain_many({user: arrivals[user] for user in group})
             except (redis_lib.ConnectionError, redis_lib.TimeoutError):
                 raise
             except Exception as exc:
-                log.exception("monitor: drain of %s failed", user)
-                record_error(self.redis, f"monitor: reading {user}'s outbox failed: {exc}")
+                log.exception("monitor: drain of %s failed", group)
+                record_error(self.redis, f"monitor: reading the outboxes of {', '.join(group)} failed: {exc}")
         return handled
 
     def _safely(self, call, *args) -> None:

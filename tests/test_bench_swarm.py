@@ -39,13 +39,16 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
     real = data["real_worker"]
     assert real["exact"] is True
     assert real["commands_per_chunk"] > 1 and real["redis_cpu_us_per_chunk"] > 0
+    # Every chunk's result is read from a worker's socket and its next descriptor written to one.
+    assert real["socket_reads_per_chunk"] >= 1 and real["socket_writes_per_chunk"] >= 1
+    assert real["redis_cpu_us_per_ping"] > 0
     assert [c["chunk_seconds"] for c in data["capacity"]] == [2.0, 30.0]
     assert all(c["volunteers_per_redis_core"] > 0 for c in data["capacity"])
     assert "capacity at 2 s chunks" in done.stdout
 
 
 @pytest.mark.timeout(120)
-def test_collect_bench_measures_a_batch_cheaper_per_result_than_a_result_alone(tmp_path: Path) -> None:
+def test_collect_bench_measures_batches_cheaper_per_result_than_a_result_alone(tmp_path: Path) -> None:
     out = tmp_path / "collect.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.collect", "--results", "400", "--json", str(out)],
@@ -55,7 +58,10 @@ def test_collect_bench_measures_a_batch_cheaper_per_result_than_a_result_alone(t
         timeout=110,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    alone, batched = json.loads(out.read_text())["rows"]
-    assert alone["results"] >= 400 and batched["results"] >= 400
-    # Counted, not timed: a batch shares its round trips, its reads and its top-ups.
+    alone, batched, crowd = json.loads(out.read_text())["rows"]
+    assert alone["results"] >= 400 and batched["results"] >= 400 and crowd["results"] >= 400
+    assert crowd["volunteers"] == 64 and crowd["drained_together"] is True
+    # Counted, not timed: a batch shares its round trips, its reads and its top-ups, whether its
+    # results come from one volunteer's workers or from many volunteers.
     assert batched["redis_commands_per_result"] < alone["redis_commands_per_result"]
+    assert crowd["redis_commands_per_result"] < alone["redis_commands_per_result"]

@@ -566,3 +566,80 @@ def test_overdue_assignments_get_a_copy_then_are_taken_back_and_a_dead_holders_a
     assert alice.answer(late) in ("stale", "refused")  # its answer no longer counts
     run_to_end([alice])
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
+
+
+def test_many_volunteers_results_cost_three_round_trips_together_and_keep_their_own_outcomes(
+    client, collector, monkeypatch
+):
+    """The monitor drains the volunteers it heard from together: their outboxes are taken in one
+    round trip and their results read and accepted in two more, however many volunteers answered.
+    Each result keeps its own outcome: a forged one among them is refused and recorded alone."""
+    from redis.client import Pipeline
+
+    job_id = pi_job(client, samples=400 * BLOCK, chunk_units=1)
+    workers = [FakeWorker(collector, f"v{i}") for i in range(16)]
+    for worker in workers:
+        worker.hello()
+
+    def all_answer(forger: FakeWorker | None = None) -> dict | None:
+        kept = None
+        for worker in workers:
+            chunk = worker.take()
+            message = worker.result(chunk)
+            if worker is forger:
+                message["a"] += 1000  # an assignment it was never given
+                kept = chunk
+            client.rpush(keys.outbox(worker.user), json.dumps(message).encode() + b"\n")
+        return kept
+
+    all_answer()
+    assert collector.drain_many({w.user: None for w in workers}) == 16  # Redis learns every script here
+    all_answer()
+    trips = []
+    single, piped = Redis.execute_command, Pipeline.execute
+    monkeypatch.setattr(Redis, "execute_command", lambda self, *a, **k: trips.append(a[0]) or single(self, *a, **k))
+    monkeypatch.setattr(Pipeline, "execute", lambda self, *a, **k: trips.append("pipeline") or piped(self, *a, **k))
+    assert collector.drain_many({w.user: None for w in workers}) == 16
+    monkeypatch.undo()
+    assert len(trips) <= 3, trips
+    kept = all_answer(forger=workers[3])
+    assert collector.drain_many({w.user: None for w in workers}) == 16
+    forged = [e for e in client.lrange(keys.ERRORS, 0, -1) if b"refused a message from volunteer" in e]
+    assert len(forged) == 1 and b"volunteer v3:" in forged[0], forged
+    assert workers[3].answer(kept) == "accepted", "its real assignment is still its own"
+    for worker in workers:
+        assert int(client.hget(keys.worker(worker.name), "chunks")) == 3
+        assert client.scard(keys.held(worker.name)) == 2, "every worker topped up again"
+    firsts = sorted(m["first"] for w in workers for m in w.inbox() if m["t"] == "chunk")
+    assert len(firsts) == len(set(firsts)), "no piece given twice"
+    run_to_end(workers)
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 400 * BLOCK)
+
+
+def test_a_crashing_batch_of_volunteers_is_redone_volunteer_by_volunteer(client, collector, monkeypatch):
+    """Whatever one volunteer's results do to the shared batch, only that volunteer is held to
+    account: the batch is handled again volunteer by volunteer, and the others' results count."""
+    job_id = pi_job(client)
+    alice, bob, mallory = (FakeWorker(collector, user) for user in ("alice", "bob", "mallory"))
+    for worker in (alice, bob, mallory):
+        worker.hello()
+    check = collector._check_result
+
+    def crashes_on_mallory(user, item):
+        if user == "mallory":
+            raise RuntimeError("a result no check foresaw")
+        return check(user, item)
+
+    monkeypatch.setattr(collector, "_check_result", crashes_on_mallory)
+    for worker in (alice, bob, mallory):
+        client.rpush(keys.outbox(worker.user), json.dumps(worker.result(worker.take())).encode() + b"\n")
+    assert collector.drain_many({"alice": None, "bob": None, "mallory": None}) == 3
+    errors = [e for e in client.lrange(keys.ERRORS, 0, -1) if b"refused a message" in e]
+    assert len(errors) == 1 and b"volunteer mallory:" in errors[0], errors
+    assert int(client.hget(keys.worker(alice.name), "chunks")) == 1
+    assert int(client.hget(keys.worker(bob.name), "chunks")) == 1
+    assert int(client.hget(keys.worker(mallory.name), "chunks")) == 0
+    monkeypatch.undo()
+    run_to_end([alice, bob, mallory])
+    record = read_job(client, job_id)
+    assert record["state"] == "done" and record["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
