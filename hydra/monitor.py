@@ -61,8 +61,10 @@ LEDGER_SLICE = 32
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
 IDLE_SLICE = 0.02
 IDLE_BATCH = 64
-# Volunteers whose outboxes are taken and whose results are handled together (Collector.drain_many).
-DRAIN_ROUND = 64
+# Volunteers whose outboxes are taken and whose results are handled together (Collector.drain_many):
+# at most this many, and no more once their messages (as the listener counted them) reach a batch.
+DRAIN_ROUND_USERS = 64
+DRAIN_ROUND_MESSAGES = 100
 HOUSEKEEPING_SECONDS = 60.0
 CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
@@ -266,12 +268,11 @@ class Monitor:
             self._safely(self.collector.gone, name, "vanished (heartbeat lost)")
         give_up = time.monotonic() + budget
         handled = 0
-        users = list(arrivals)
-        for i in range(0, len(users), DRAIN_ROUND):
+        rounds = _rounds(arrivals)
+        for i, group in enumerate(rounds):
             if time.monotonic() > give_up:
-                listener.put_back({u: arrivals[u] for u in users[i:]})
+                listener.put_back({u: arrivals[u] for rest in rounds[i:] for u in rest})
                 break
-            group = users[i : i + DRAIN_ROUND]
             try:
                 handled += self.collector.drain_many({user: arrivals[user] for user in group})
             except (redis_lib.ConnectionError, redis_lib.TimeoutError):
@@ -476,6 +477,20 @@ class Monitor:
             gone = [j for j, e in zip(ids, exists.execute(), strict=True) if not e]
             if gone:
                 self.redis.zrem(keys.JOBS, *gone)
+
+
+def _rounds(arrivals: dict[str, collections.deque[float]]) -> list[list[str]]:
+    """The volunteers heard from, in rounds drained together: a round ends at DRAIN_ROUND_USERS
+    volunteers or DRAIN_ROUND_MESSAGES messages, so one round never holds up a pass for long."""
+    rounds: list[list[str]] = [[]]
+    messages = 0
+    for user, times in arrivals.items():
+        if len(rounds[-1]) >= DRAIN_ROUND_USERS or messages >= DRAIN_ROUND_MESSAGES:
+            rounds.append([])
+            messages = 0
+        rounds[-1].append(user)
+        messages += max(len(times), 1)
+    return [r for r in rounds if r]
 
 
 def _holder(raw: bytes | None, nonce: int) -> str | None:

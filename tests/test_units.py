@@ -147,3 +147,17 @@ def test_a_peek_plans_pieces_where_assign_will_leave_the_head():
     assert broken is not None and broken.heads == [] and broken.more, "a missing record: read again"
     assert Peek.parse([[], b"0", b"3", b"{not json"], 1) is None
     assert Peek.parse(ValueError("NOSCRIPT"), 1) is None
+
+
+def test_volunteers_heard_from_are_drained_in_rounds_bounded_by_volunteers_and_messages():
+    import collections
+
+    from hydra.monitor import DRAIN_ROUND_MESSAGES, DRAIN_ROUND_USERS, _rounds
+
+    quiet = {f"v{i}": collections.deque() for i in range(DRAIN_ROUND_USERS * 2 + 1)}
+    assert [len(r) for r in _rounds(quiet)] == [DRAIN_ROUND_USERS, DRAIN_ROUND_USERS, 1]
+    busy = {f"b{i}": collections.deque([0.0] * 40) for i in range(5)}  # 40 messages each
+    rounds = _rounds(busy)
+    assert [len(r) for r in rounds] == [3, 2] and DRAIN_ROUND_MESSAGES <= 3 * 40
+    assert [u for r in rounds for u in r] == list(busy), "every volunteer once, in the order heard"
+    assert _rounds({}) == []
