@@ -1,7 +1,7 @@
 """How many volunteers one Redis and one monitor serve: N simulated volunteers, many per process.
 
     python -m bench.swarm [--quick] [--n 100,1000,10000] [--chunk-seconds 2] [--seconds 20]
-                          [--profile] [--json PATH]
+                          [--procs 1] [--monitors 1] [--profile] [--json PATH]
 
 Each simulated volunteer speaks Hydra's real protocol against a real ``redis-server`` and the real
 trusted process (``hydra monitor``, started through :mod:`bench.swarm_monitor` so that it knows the
@@ -11,7 +11,8 @@ answers each chunk with the exact sum after ``count`` milliseconds (one unit = 1
 work), so the trusted side measures its speed and sizes its chunks to the chunk time as it would
 for a real kernel. Volunteers share ACL users in groups (a volunteer with several machines): one
 connection per group waits on the group's inboxes with one multi-key ``BLPOP`` and one sends the
-group's messages and heartbeats; everything runs on one asyncio loop.
+group's messages and heartbeats; everything runs on one asyncio loop, or on ``--procs`` loops in
+as many processes (one process saturates a core near N = 10,000).
 
 For each N it reports chunks completed per second (steady part of the job), dispatch latency p50
 and p99 (from sending a result to holding the chunk that replaces it), the monitor's longest
@@ -50,7 +51,7 @@ from bench.common import OUT, table
 from bench.nulltask import register
 from hydra import keys
 from hydra.connection import connect
-from hydra.local import LocalCluster, RedisServer, spawn, stop_process
+from hydra.local import LocalCluster, RedisServer, spawn, stop_process, stop_processes
 from hydra.queue import SubmitOptions, cancel, read_job, submit
 from hydra.volunteers import add_volunteer
 
@@ -92,7 +93,6 @@ class Snapshot:
     clients: int
     monitor_cpu: float
     own_cpu: float
-    results: int
 
 
 # -- the simulated volunteers -----------------------------------------------------------------------
@@ -169,7 +169,10 @@ class Group:
                 if kind == "result":
                     sim.asked.append(now)
                     self.swarm.results.append(now)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except redis_lib.ConnectionError:  # cut off by the monitor: the receiver counts it
+                return
 
     async def receiver(self) -> None:
         inboxes = list(self.sims)
@@ -206,7 +209,11 @@ class Group:
             pipe = self.conn.pipeline(transaction=False)
             for sim in beating:
                 pipe.pexpire(keys.alive(self.user, sim.wid), int(sim.heartbeat * 3000))
-            for sim, alive in zip(beating, await pipe.execute(), strict=True):
+            try:
+                replies = await pipe.execute()
+            except redis_lib.ConnectionError:  # cut off by the monitor: the receiver counts it
+                return
+            for sim, alive in zip(beating, replies, strict=True):
                 if not alive:
                     self.swarm.lapsed += 1
                     sim.hello()
@@ -219,6 +226,18 @@ class Group:
         await self.conn.aclose()
 
 
+def plan_groups(url_of_user: dict[str, str], n: int) -> list[tuple[str, str, list[str]]]:
+    """N volunteers spread over the ACL users: ``(user, url, worker ids)`` per group."""
+    users = list(url_of_user)
+    per_user = math.ceil(n / len(users))
+    groups = []
+    for i, user in enumerate(users):
+        wids = [f"s{j}" for j in range(i * per_user, min(n, (i + 1) * per_user))]
+        if wids:
+            groups.append((user, url_of_user[user], wids))
+    return groups
+
+
 class Swarm:
     def __init__(self) -> None:
         self.groups: list[Group] = []
@@ -229,6 +248,9 @@ class Swarm:
         self.stopped = 0
         self.tasks: list[asyncio.Task] = []
         self.max_lag = 0.0
+        self.helpers: list[subprocess.Popen] = []  # simulator processes beside this one (--procs)
+        self.monitors: list[subprocess.Popen] = []  # monitors beside the first (--monitors)
+        self.helper_groups = 0
 
     async def lag_watch(self) -> None:
         """How late the event loop wakes: if the simulator itself is starved, the figures say so."""
@@ -237,13 +259,9 @@ class Swarm:
             await asyncio.sleep(0.05)
             self.max_lag = max(self.max_lag, time.monotonic() - started - 0.05)
 
-    def start(self, url_of_user: dict[str, str], n: int) -> None:
-        users = list(url_of_user)
-        per_user = math.ceil(n / len(users))
-        for i, user in enumerate(users):
-            wids = [f"s{j}" for j in range(i * per_user, min(n, (i + 1) * per_user))]
-            if wids:
-                self.groups.append(Group(self, url_of_user[user], user, wids))
+    def start(self, groups: list[tuple[str, str, list[str]]]) -> None:
+        for user, url, wids in groups:
+            self.groups.append(Group(self, url, user, wids))
         self.tasks.append(asyncio.create_task(self.lag_watch()))
         for group in self.groups:
             self.tasks += [asyncio.create_task(c) for c in group.coroutines()]
@@ -251,7 +269,52 @@ class Swarm:
             for sim in group.sims.values():
                 sim.hello()
 
+    def start_helpers(self, parts: list[list[tuple[str, str, list[str]]]], directory: Path) -> None:
+        """Run each part of the volunteers in a simulator process of its own (one Python process
+        saturates a core near 10,000 volunteers: past that it, not Hydra, would be measured)."""
+        for i, part in enumerate(parts):
+            spec = directory / f"helper{i}.json"
+            spec.write_text(json.dumps({"groups": part, "out": str(directory / f"helper{i}.out.json")}))
+            args = [sys.executable, "-m", "bench.swarm", "--helper", str(spec)]
+            self.helpers.append(spawn(args, log_path=directory / f"helper{i}.log"))
+            self.helper_groups += len(part)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the simulator: this process and its helpers."""
+        return time.process_time() + sum(process_cpu(h.pid) for h in self.helpers)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "latencies": self.latencies,
+            "lapsed": self.lapsed,
+            "disconnected": self.disconnected,
+            "stopped": self.stopped,
+            "max_lag": self.max_lag,
+        }
+
+    async def gather_helpers(self, directory: Path, timeout: float = 60.0) -> None:
+        """Ask each helper for its figures (SIGUSR2; its volunteers go on until :meth:`stop`)."""
+        for helper in self.helpers:
+            helper.send_signal(signal.SIGUSR2)
+        for i, helper in enumerate(self.helpers):
+            out = directory / f"helper{i}.out.json"
+            give_up = time.monotonic() + timeout
+            while not out.exists():
+                if time.monotonic() > give_up or helper.poll() is not None:
+                    raise RuntimeError(f"simulator helper {i} gave no figures; see {directory / f'helper{i}.log'}")
+                await asyncio.sleep(0.1)
+            got = json.loads(out.read_text())
+            self.results += got["results"]
+            self.latencies += [tuple(x) for x in got["latencies"]]
+            self.lapsed += got["lapsed"]
+            self.disconnected += got["disconnected"]
+            self.stopped += got["stopped"]
+            self.max_lag = max(self.max_lag, got["max_lag"])
+
     async def stop(self) -> None:
+        if self.helpers:
+            stop_processes(self.helpers)
         for task in self.tasks:
             task.cancel()
         await asyncio.wait(self.tasks, timeout=10)
@@ -270,21 +333,41 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_monitor(url: str, directory: Path, profile: Path | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "bench.swarm_monitor", "--stats", str(directory / "monitor.json")]
+def start_monitor(url: str, directory: Path, profile: Path | None = None, name: str = "monitor") -> subprocess.Popen:
+    args = [sys.executable, "-m", "bench.swarm_monitor", "--stats", str(directory / f"{name}.json")]
     if profile:
         args += ["--profile", str(profile)]
-    return spawn(args, env={"HYDRA_REDIS_URL": url}, log_path=directory / "monitor.log")
+    return spawn(args, env={"HYDRA_REDIS_URL": url}, log_path=directory / f"{name}.log")
 
 
-def stop_monitor(proc: subprocess.Popen, directory: Path) -> dict[str, Any]:
+def stop_monitor(proc: subprocess.Popen, directory: Path, name: str = "monitor") -> dict[str, Any]:
     stop_process(proc, timeout=60)
-    stats = directory / "monitor.json"
+    stats = directory / f"{name}.json"
     return json.loads(stats.read_text()) if stats.exists() else {}
 
 
+async def helper_main(spec_path: Path) -> None:
+    """A simulator process beside the main one: runs its volunteers; on SIGUSR2 writes its figures."""
+    spec = json.loads(spec_path.read_text())
+    swarm = Swarm()
+    swarm.start([(user, url, wids) for user, url, wids in spec["groups"]])
+    asked = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, asked.set)
+    await asked.wait()
+    out = Path(spec["out"])
+    out.with_suffix(".tmp").write_text(json.dumps(swarm.figures()))
+    out.with_suffix(".tmp").replace(out)
+    await asyncio.Event().wait()  # the volunteers go on until the main process stops this one
+
+
 async def run_one(
-    n: int, chunk_seconds: float, seconds: float, users: int = USERS, profile: Path | None = None
+    n: int,
+    chunk_seconds: float,
+    seconds: float,
+    users: int = USERS,
+    profile: Path | None = None,
+    procs: int = 1,
+    monitors: int = 1,
 ) -> dict[str, Any]:
     """Start Redis, the monitor and N simulated volunteers; run one null job; measure."""
     with tempfile.TemporaryDirectory(prefix="hydra-swarm-") as tmp:
@@ -302,8 +385,13 @@ async def run_one(
                 urls[f"volunteer-swarm{i}"] = url
             say(f"N={n}: {n_users} ACL users created; starting the monitor and the volunteers")
             monitor = start_monitor(server.url, directory, profile)
+            # More monitors share the outboxes through Redis (TAKE gives each message to one of them).
+            swarm.monitors = [start_monitor(server.url, directory, name=f"monitor{i}") for i in range(1, monitors)]
             started = time.monotonic()
-            swarm.start(urls, n)
+            groups = plan_groups(urls, n)
+            parts = [groups[i::procs] for i in range(max(1, min(procs, len(groups))))]
+            swarm.start_helpers(parts[1:], directory)
+            swarm.start(parts[0])
             while operator.zcard(keys.LIVE) < n:
                 if time.monotonic() - started > 60 + n / 50:
                     raise RuntimeError(f"only {operator.zcard(keys.LIVE)} of {n} volunteers joined")
@@ -313,14 +401,19 @@ async def run_one(
             joined_s = time.monotonic() - started
             say(f"N={n}: all joined in {joined_s:.1f} s")
             await asyncio.sleep(1.5)  # every volunteer welcomed and beating
-            row = await _measure(n, chunk_seconds, seconds, operator, monitor, swarm, before_users, joined_s)
+            row = await _measure(n, chunk_seconds, seconds, operator, monitor, swarm, before_users, joined_s, directory)
         finally:
             # The monitor first: volunteers that stop while it listens would all "die" in its figures.
             stats = stop_monitor(monitor, directory) if monitor else {}
+            others = [stop_monitor(m, directory, f"monitor{i}") for i, m in enumerate(swarm.monitors, 1)]
             await swarm.stop()
             operator.close()
             server.stop()
     row["monitor"] = stats
+    if others:
+        row["other_monitors"] = others
+        row["monitor"]["longest_pass_s"] = max((m.get("longest_pass_s") or 0.0 for m in [stats, *others]), default=None)
+        row["monitor"]["passes_over_10ms"] = sum(m.get("passes_over_10ms") or 0 for m in [stats, *others])
     return row
 
 
@@ -333,6 +426,7 @@ async def _measure(
     swarm: Swarm,
     before_users: int,
     joined_s: float,
+    directory: Path,
 ) -> dict[str, Any]:
     snapshots: list[Snapshot] = []
 
@@ -345,9 +439,8 @@ async def _measure(
                 int(info["used_memory"]),
                 int(info["mem_clients_normal"]),
                 int(info["connected_clients"]),
-                process_cpu(monitor.pid),
-                time.process_time(),
-                len(swarm.results),
+                process_cpu(monitor.pid) + sum(process_cpu(m.pid) for m in swarm.monitors),
+                swarm.cpu_seconds(),
             )
         )
 
@@ -370,6 +463,7 @@ async def _measure(
     say(f"N={n}: job {state} after {finished - submitted:.1f} s")
     if state in ("queued", "running"):
         cancel(operator, job_id)
+    await swarm.gather_helpers(directory)
     record = read_job(operator, job_id)
     # The steady part: every volunteer past its probe, the job not yet in its shrinking tail.
     warm = min(2 * chunk_seconds, seconds / 4)
@@ -381,12 +475,14 @@ async def _measure(
     first, last = inside[0], inside[-1]
     span = max(last.at - first.at, 1e-9)
     done_chunks = sum(low <= t <= high for t in swarm.results)
+    between = sum(first.at <= t <= last.at for t in swarm.results)
     latencies = [lat for asked, lat in swarm.latencies if low <= asked <= high]
     units_done = int(record.get("units_done", 0))
     sum_n = int(record.get("sum:n", 0))
     return {
         "n": n,
-        "users": len(swarm.groups),
+        "users": len(swarm.groups) + swarm.helper_groups,
+        "simulator_processes": 1 + len(swarm.helpers),
         "chunk_seconds": chunk_seconds,
         "joined_s": round(joined_s, 3),
         "job": job_id,
@@ -412,8 +508,9 @@ async def _measure(
         "redis_cpu_share": (last.redis_cpu - first.redis_cpu) / span,
         "monitor_cpu_share": (last.monitor_cpu - first.monitor_cpu) / span,
         "simulator_cpu_share": (last.own_cpu - first.own_cpu) / span,
-        "redis_cpu_us_per_chunk": _per(last.redis_cpu - first.redis_cpu, last.results - first.results, 1e6),
-        "monitor_cpu_us_per_chunk": _per(last.monitor_cpu - first.monitor_cpu, last.results - first.results, 1e6),
+        # Results between the two snapshots, the helpers' included (known only once they answered).
+        "redis_cpu_us_per_chunk": _per(last.redis_cpu - first.redis_cpu, between, 1e6),
+        "monitor_cpu_us_per_chunk": _per(last.monitor_cpu - first.monitor_cpu, between, 1e6),
         "memory_per_volunteer_bytes": (max(s.used_memory for s in snapshots) - before_users) / n,
         # Of which connection buffers (the simulator's connections are shared by a group).
         "clients_memory_per_volunteer_bytes": max(s.clients_memory for s in snapshots) / n,
@@ -576,8 +673,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=USERS, help="ACL users the volunteers share")
     parser.add_argument("--profile", action="store_true", help="cProfile the monitor at the largest N")
     parser.add_argument("--no-real", action="store_true", help="skip the real rq worker measurement")
+    parser.add_argument("--procs", type=int, default=1, help="simulator processes (one saturates near N=10,000)")
+    parser.add_argument("--monitors", type=int, default=1, help="hydra monitor processes sharing the work")
     parser.add_argument("--json", type=Path, nargs="?", const=OUT / "swarm.json")
+    parser.add_argument("--helper", type=Path, help=argparse.SUPPRESS)  # a simulator process (--procs)
     args = parser.parse_args(argv)
+    if args.helper:
+        asyncio.run(helper_main(args.helper))
+        return
+    if args.procs < 1 or args.monitors < 1:
+        raise SystemExit("bench.swarm: --procs and --monitors must be at least 1")
     register()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints where a long run is
     try:
@@ -592,7 +697,11 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(exist_ok=True)
     profile = OUT / "swarm-monitor.prof" if args.profile else None
     for n in sizes:
-        row = asyncio.run(run_one(n, chunk_seconds, seconds, args.users, profile if n == max(sizes) else None))
+        row = asyncio.run(
+            run_one(
+                n, chunk_seconds, seconds, args.users, profile if n == max(sizes) else None, args.procs, args.monitors
+            )
+        )
         out["runs"].append(row)
         print(_run_line(row), flush=True)
     if not args.no_real:

@@ -55,6 +55,10 @@ MAX_UNSTAMPED = 100_000
 # This many refused messages within STRIKE_WINDOW seconds cut a volunteer off.
 MAX_STRIKES = 20
 STRIKE_WINDOW = 10.0
+# Stale results a volunteer may send within STRIKE_WINDOW before they count as strikes: this many,
+# plus STALE_PER_WORKER for each of its live workers (each copy race leaves one stale result behind).
+STALE_ALLOWED = 2 * MAX_STRIKES
+STALE_PER_WORKER = 10
 BATCH = 100
 # Live workers one volunteer may have: a hello beyond it is refused (and counts as a strike).
 MAX_WORKERS = int(os.environ.get("HYDRA_MAX_WORKERS_PER_VOLUNTEER", "256"))
@@ -135,14 +139,9 @@ class Collector:
             return 0
         box = keys.outbox(user)
         handled = 0
-        reply = self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
-        if int(reply[0]) == 1:  # cut off: what it pushed before its connections closed
-            self.redis.delete(box)
-            return 0
-        if int(reply[0]) == 2:
-            self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
-            return 0
-        batch = reply[2]
+        batch: list[bytes] | None = self._taken(
+            user, self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
+        )
         while True:
             if batch is None:
                 reply = self.scripts.take(keys=[keys.CUTOFF, box], args=[user, BATCH, MAX_OUTBOX])
@@ -180,13 +179,7 @@ class Collector:
             if isinstance(reply, Exception):
                 record_error(self.redis, f"collector: taking {user}'s outbox failed: {reply}")
                 continue
-            if int(reply[0]) == 1:
-                self.redis.delete(keys.outbox(user))
-                continue
-            if int(reply[0]) == 2:
-                self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
-                continue
-            batch = reply[2]
+            batch = self._taken(user, reply)
             if not batch:
                 continue
             handled += len(batch)
@@ -204,6 +197,18 @@ class Collector:
         for user in alone:  # (one cut off meanwhile finds its outbox refused by TAKE)
             handled += self.drain(user, arrivals[user])
         return handled
+
+    def _taken(self, user: str, reply: Any) -> list[bytes]:
+        """The messages a ``TAKE`` of ``user``'s outbox returned; none where the volunteer is cut off
+        (what it pushed before its connections closed is dropped) or its outbox is a flood (it is
+        cut off now)."""
+        if int(reply[0]) == 1:
+            self.redis.delete(keys.outbox(user))
+            return []
+        if int(reply[0]) == 2:
+            self.cut_off(user, f"outbox held more than {MAX_OUTBOX} messages (flood)")
+            return []
+        return reply[2]
 
     def _results_together(self, together: list[tuple[str, list[tuple[bytes, float | None]], list[_Result]]]) -> None:
         """Several volunteers' results as one batch; if that batch crashes its handler, each
@@ -558,11 +563,13 @@ class Collector:
         return None
 
     def _refused(self, user: str, item: _Result, exc: Refused) -> str:
-        if ("stale" in str(exc) or "no such chunk" in str(exc)) and self._issued(item.message):
-            # Normal after a requeue, a lost race of copies or a job's end; not held against anyone
-            # unless it repeats (the strike window counts it). The worker has room again.
-            self.dispatcher.fill(item.name)
-            return self.strike(user, str(exc)) if self._stale_flood(user) else "stale"
+        if "stale" in str(exc) or "no such chunk" in str(exc):
+            issued, workers = self._issued(user, item.message)
+            if issued:
+                # Normal after a requeue, a lost race of copies or a job's end; not held against
+                # anyone unless it repeats past what its workers explain. The worker has room again.
+                self.dispatcher.fill(item.name)
+                return self.strike(user, str(exc)) if self._stale_flood(user, workers) else "stale"
         outcome = self.strike(user, str(exc))
         if outcome != "cut off":
             with contextlib.suppress(redis_lib.ResponseError):
@@ -742,17 +749,25 @@ class Collector:
         claim = accounting.energy_claim(item.message)
         return accounting.chunk_carbon(busy, (info[4] or b"cpu").decode(), reading, self._watts, claim)
 
-    def _issued(self, message: dict[str, Any]) -> bool:
+    def _issued(self, user: str, message: dict[str, Any]) -> tuple[bool, int]:
         """Whether the assignment number a message quotes was ever given out for its job (a result
-        for one that never was is forged, not late)."""
-        issued = self.redis.hget(keys.job(str(message.get("job"))), "next_nonce")
-        return issued is not None and int(message.get("a", -1)) <= int(issued)
+        for one that never was is forged, not late), and how many live workers ``user`` has."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(keys.job(str(message.get("job"))), "next_nonce")
+        pipe.scard(keys.user_workers(user))
+        issued, workers = pipe.execute()
+        return issued is not None and int(message.get("a", -1)) <= int(issued), int(workers)
 
-    def _stale_flood(self, user: str) -> bool:
+    def _stale_flood(self, user: str, workers: int) -> bool:
+        """Whether ``user`` sent more stale results this window than its live workers explain.
+
+        Every race of copies leaves one stale result, and a trusted side that fell behind its
+        deadlines leaves many, so the allowance grows with the volunteer's workers: a volunteer
+        with 50 workers at a job's tail, or while the monitor is saturated, is not cut off for it."""
         now = time.monotonic()
         recent = [t for t in self._strikes.get(f"stale:{user}", []) if now - t < STRIKE_WINDOW] + [now]
         self._strikes[f"stale:{user}"] = recent
-        return len(recent) > 2 * MAX_STRIKES
+        return len(recent) > STALE_ALLOWED + STALE_PER_WORKER * min(workers, MAX_WORKERS)
 
     def _needs_check(self, job_id: str, chunk_id: str, user: str) -> bool:
         """Whether this result must be confirmed by another volunteer (decided here, unguessably)."""

@@ -287,7 +287,7 @@ class Dispatcher:
         answers = [replies[p.start : p.start + p.planned] for p in plans]
         if not all(isinstance(r, list) and r[0] == b"ok" for rs in answers for r in rs):
             peeks = {}  # a refusal: the peeks no longer tell the truth
-        given = {}
+        given, idle = {}, {}
         for i, (p, rs) in enumerate(zip(plans, answers, strict=True)):
             got = sum(isinstance(r, list) and r[0] == b"ok" for r in rs)
             while p.held + got < DEPTH and (give_up is None or not i or time.perf_counter() <= give_up):
@@ -295,8 +295,10 @@ class Dispatcher:
                     break
                 got += 1
             if p.held + got == 0:
-                self.redis.zadd(keys.IDLE, {p.view.name: time.time()}, nx=True)
+                idle[p.view.name] = time.time()
             given[p.view.name] = got
+        if idle:  # one round trip for all of them (at a job's tail, most of a batch)
+            self.redis.zadd(keys.IDLE, idle, nx=True)
         return given
 
     def _plan(self, pipe: Any, view: WorkerView, held: int, peeks: dict[str, Peek]) -> int:

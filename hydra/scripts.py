@@ -64,6 +64,29 @@ local function active()
   local state = redis.call('HGET', KEYS[1], 'state')
   return state == 'queued' or state == 'running'
 end
+-- A holder let go of chunk c: while others hold it, it stays theirs; once nobody does, it waits
+-- for a copy (results waiting to be confirmed) or is pending again, never running with no holder.
+-- Returns 3 (still held, or waiting for a copy) or 1 (pending again).
+local function let_go(id, c, now)
+  if next(c.holders) ~= nil then
+    redis.call('HSET', KEYS[2], id, cjson.encode(c))
+    return 3
+  end
+  redis.call('ZREM', KEYS[13], id)
+  if c.results then
+    c.state = 'verifying'
+    redis.call('HSET', KEYS[2], id, cjson.encode(c))
+    redis.call('ZADD', KEYS[4], now, id)
+    return 3
+  end
+  c.state, c.holders = 'pending', nil
+  redis.call('HSET', KEYS[2], id, cjson.encode(c))
+  redis.call('ZADD', KEYS[3], c.first, id)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('HINCRBY', KEYS[1], 'units_claimed', -c.count)
+  redis.call('HINCRBY', KEYS[1], 'requeued', 1)
+  return 1
+end
 local function ledger(kind, user, c, digest, now, task)
   if c.credit == nil then return end
   redis.call('RPUSH', KEYS[12], '{"kind":"' .. kind .. '","volunteer":"' .. user .. '","job":"' .. job_id ..
@@ -188,7 +211,9 @@ local state, task, verify, units_total, result_ttl =
   unpack(redis.call('HMGET', KEYS[1], 'state', 'task', 'verify', 'units_total', 'result_ttl'))
 if state ~= 'queued' and state ~= 'running' then return {0, 'job ended'} end
 if redis.call('SISMEMBER', KEYS[11], user) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+  -- Quarantined since it was given the chunk (perhaps earlier in this very pipeline, before the
+  -- caller could requeue its work): its result is ignored and the chunk goes on without it.
+  let_go(ARGV[2], c, now)
   return {0, 'quarantined'}
 end
 local need = c.need or 1
@@ -300,24 +325,7 @@ if c.attempt >= max_attempts then
   finish('failed', ARGV[5], 'chunk ' .. ARGV[2] .. ' failed ' .. c.attempt .. ' times: ' .. ARGV[6])
   return {2}
 end
-if next(c.holders) ~= nil then
-  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-  return {3}
-end
-redis.call('ZREM', KEYS[13], ARGV[2])
-if c.results then
-  c.state = 'verifying'
-  redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
-  return {3}
-end
-c.state, c.holders = 'pending', nil
-redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-redis.call('ZADD', KEYS[3], c.first, ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'units_claimed', -c.count)
-redis.call('HINCRBY', KEYS[1], 'requeued', 1)
-return {1}
+return {let_go(ARGV[2], c, ARGV[5])}
 """
 )
 

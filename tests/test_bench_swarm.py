@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
     out = tmp_path / "swarm.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.swarm", "--quick", "--json", str(out)],
+        # Two simulator processes: the helper's results must be counted with the main one's.
+        [sys.executable, "-m", "bench.swarm", "--quick", "--procs", "2", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,6 +31,7 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
         assert run["state"] == "done"
         assert run["exact"] is True
         assert run["units_done"] == run["units_total"] == run["sum_n"]
+        assert run["simulator_processes"] == 2 and run["users"] == run["n"]
         assert run["chunks"] > 0 and run["results_sent"] >= run["chunks"]
         assert run["chunks_per_s"] > 0
         assert 0 < run["dispatch_p50_ms"] <= run["dispatch_p99_ms"] < 5000

@@ -296,6 +296,60 @@ def test_an_oversized_message_cuts_the_volunteer_off(client, collector):
     assert "off" in client.acl_getuser("volunteer-flood")["flags"]
 
 
+def test_a_result_from_a_volunteer_quarantined_since_its_assignment_frees_the_chunk(client, collector):
+    """A volunteer can be quarantined by an earlier result of the same batch, before the monitor
+    requeues its work: its result is ignored and the chunk it alone held is pending again, never
+    left running with no holder (no deadline would ever requeue it, and the job would hang)."""
+    job_id = pi_job(client, samples=16 * BLOCK)
+    mallory = FakeWorker(collector, "mallory")
+    mallory.hello()
+    chunk = mallory.take()
+    client.sadd(keys.QUARANTINE, "mallory")  # as ACCEPT does for a loser, earlier in the same pipeline
+    assert mallory.answer(chunk) == "ignored"
+    record = json.loads(client.hget(keys.chunks(job_id), chunk["chunk"]))
+    assert record["state"] == "pending" and not record.get("holders")
+    collector.quarantined("mallory")  # what the monitor does next: its other chunk is requeued
+    honest = FakeWorker(collector, "alice")
+    honest.hello()
+    run_to_end([honest])
+    record = read_job(client, job_id)
+    assert record["state"] == "done" and record["sum:inside"] == count_inside_samples(5, 0, 16 * BLOCK)
+
+
+def test_stale_results_are_allowed_in_proportion_to_a_volunteers_live_workers(client, collector):
+    """Every race of copies leaves a stale result behind, so a volunteer with many workers sends
+    many (at a job's tail, or while the monitor is behind its deadlines) and is not cut off for it;
+    a volunteer with one worker that keeps replaying its result still is."""
+    from hydra.collector import MAX_STRIKES, STALE_ALLOWED, STALE_PER_WORKER
+    from hydra.volunteers import add_volunteer
+
+    add_volunteer(client, "big", "redis://127.0.0.1:1/0")
+    add_volunteer(client, "solo", "redis://127.0.0.1:1/0")
+    pi_job(client, samples=400 * BLOCK)
+    big = [FakeWorker(collector, "volunteer-big", f"w{i}") for i in range(8)]
+    answered = []
+    for worker in big:
+        worker.hello()
+        chunk = worker.take()
+        assert worker.answer(chunk) == "accepted"
+        answered.append((worker, chunk))
+    replays = STALE_ALLOWED + 3 * len(big)  # past the flat allowance, within 8 workers' share
+    assert replays <= STALE_ALLOWED + STALE_PER_WORKER * len(big)
+    outcomes = [worker.answer(chunk) for worker, chunk in (answered * replays)[:replays]]
+    assert outcomes == ["stale"] * replays
+    assert not client.hexists(keys.CUTOFF, "volunteer-big")
+
+    solo = FakeWorker(collector, "volunteer-solo")
+    solo.hello()
+    chunk = solo.take()
+    assert solo.answer(chunk) == "accepted"
+    allowed = STALE_ALLOWED + STALE_PER_WORKER
+    outcomes = [solo.answer(chunk) for _ in range(allowed + MAX_STRIKES)]
+    assert outcomes[:allowed] == ["stale"] * allowed
+    assert outcomes[-1] == "cut off" and set(outcomes[allowed:-1]) == {"refused"}
+    assert client.hexists(keys.CUTOFF, "volunteer-solo")
+
+
 def test_a_malformed_job_record_is_set_aside_by_status_page_and_monitor(redis_server, client):
     from hydra.monitor import Monitor
     from hydra_web.app import create_app

@@ -84,6 +84,12 @@ def hourly(readings: list[Reading]) -> list[Reading]:
     return [replace(rs[0], start=h, grams=sum(r.grams for r in rs) / len(rs)) for h, rs in sorted(groups.items())]
 
 
+# What _ask returns when the source did not answer (down, failed or slow), unlike None: no reading.
+_FAILED = object()
+# Zones remembered as having no reading this hour; zone names come from volunteers, so bounded.
+MAX_ABSENT = 10_000
+
+
 class GuardedSignal:
     """Any source, made safe to ask from the dispatcher: bounded time, cache, last known, default.
 
@@ -110,6 +116,7 @@ class GuardedSignal:
         self.clock = clock
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, float], Reading] = {}
+        self._absent: set[tuple[str, float]] = set()  # the source answered: no reading this hour
         self._last_known: dict[str, Reading] = {}
         self._forecasts: dict[tuple[str, float], list[Reading]] = {}
         self._pending: dict[tuple[str, str, float], Future[object]] = {}
@@ -123,16 +130,22 @@ class GuardedSignal:
 
     def latest(self, zone: str) -> Reading:
         hour = hour_start(self.clock())
-        cached = self._latest.get((zone, hour))
+        key = (zone, hour)
+        cached = self._latest.get(key)
         if cached is not None:
             return cached
-        got = self._ask("latest", zone, hour, lambda: self.source.latest(zone))
+        got = _FAILED if key in self._absent else self._ask("latest", zone, hour, lambda: self.source.latest(zone))
         if isinstance(got, Reading):
             got = replace(got, start=hour)
             with self._lock:
-                self._latest[(zone, hour)] = got
+                self._latest[key] = got
                 self._last_known[zone] = got
             return got
+        if got is None:  # asked once an hour, not once a result (a volunteer need not say its zone)
+            with self._lock:
+                if len(self._absent) >= MAX_ABSENT:
+                    self._absent.clear()
+                self._absent.add(key)
         known = self._last_known.get(zone)
         if known is not None:
             return replace(known, start=hour)
@@ -168,7 +181,7 @@ class GuardedSignal:
     def _ask(self, what: str, zone: str, hour: float, call: Callable[[], object], wait: bool = False) -> object:
         now = time.monotonic()
         if now < self._down_until:
-            return None
+            return _FAILED
         key = (what, zone, hour)
         with self._lock:
             future = self._pending.get(key)
@@ -181,11 +194,11 @@ class GuardedSignal:
             # Still running: it may fill the cache later; this caller moves on.
             log.warning("carbon source %s: no answer for %s %s within %.1fs", self.name, what, zone, self.timeout)
             self._down_until = time.monotonic() + self.retry_after
-            return None
+            return _FAILED
         except Exception as exc:  # a source that fails must never break dispatch
             log.warning("carbon source %s: %s %s failed: %s", self.name, what, zone, exc)
             self._down_until = time.monotonic() + self.retry_after
-            value = None
+            value = _FAILED
         with self._lock:
             self._pending.pop(key, None)
         return value
