@@ -878,3 +878,4 @@ def test_revoked_and_cut_off_volunteers_do_not_resurface(site):
         HandWorker(site.credential("comeback"))
     assert site.admin.scard(keys.user_workers(user)) == 0
     assert re.search("refused messages", site.admin.hget(keys.CUTOFF, user).decode())
+    came.close()  # its heartbeat thread would otherwise outlive the test

@@ -68,6 +68,29 @@ def pi_job(client, samples: int = 40 * BLOCK, **options) -> str:
     return submit(client, "pi", {"samples": samples, "seed": 5}, opts)
 
 
+def round_trips_on(client: Redis, monkeypatch) -> list:
+    """Record the round trips made on ``client``'s connections (a command, or "pipeline"), and only
+    those: another test's heartbeat thread may still be running in this process."""
+    from redis.client import Pipeline
+
+    trips: list = []
+    single, piped = Redis.execute_command, Pipeline.execute
+
+    def command(self, *args, **options):
+        if self.connection_pool is client.connection_pool:
+            trips.append(args[0])
+        return single(self, *args, **options)
+
+    def pipeline(self, *args, **options):
+        if self.connection_pool is client.connection_pool:
+            trips.append("pipeline")
+        return piped(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", pipeline)
+    return trips
+
+
 def run_to_end(workers: list[FakeWorker], rounds: int = 1000) -> None:
     for _ in range(rounds):
         busy = False
@@ -560,8 +583,6 @@ def test_a_redis_that_lost_its_scripts_still_bills_accepts_and_tops_up(client, c
 def test_a_drained_batch_costs_three_round_trips_however_many_workers_answered(client, collector, monkeypatch):
     """Take the outbox, read what the results quote, then accept them and top every worker up: the
     round trips do not grow with the batch (the top-ups are planned from one peek of the job)."""
-    from redis.client import Pipeline
-
     job_id = pi_job(client, samples=400 * BLOCK, chunk_units=1)
     workers = [FakeWorker(collector, "alice", f"w{i}") for i in range(20)]
     for worker in workers:
@@ -574,10 +595,7 @@ def test_a_drained_batch_costs_three_round_trips_however_many_workers_answered(c
     all_answer()
     assert collector.drain("alice") == 20  # Redis learns every script here: the next batch is measured
     all_answer()
-    trips = []
-    single, piped = Redis.execute_command, Pipeline.execute
-    monkeypatch.setattr(Redis, "execute_command", lambda self, *a, **k: trips.append(a[0]) or single(self, *a, **k))
-    monkeypatch.setattr(Pipeline, "execute", lambda self, *a, **k: trips.append("pipeline") or piped(self, *a, **k))
+    trips = round_trips_on(client, monkeypatch)
     assert collector.drain("alice") == 20
     monkeypatch.undo()
     assert len(trips) <= 3, trips
@@ -628,8 +646,6 @@ def test_many_volunteers_results_cost_three_round_trips_together_and_keep_their_
     """The monitor drains the volunteers it heard from together: their outboxes are taken in one
     round trip and their results read and accepted in two more, however many volunteers answered.
     Each result keeps its own outcome: a forged one among them is refused and recorded alone."""
-    from redis.client import Pipeline
-
     job_id = pi_job(client, samples=400 * BLOCK, chunk_units=1)
     workers = [FakeWorker(collector, f"v{i}") for i in range(16)]
     for worker in workers:
@@ -649,10 +665,7 @@ def test_many_volunteers_results_cost_three_round_trips_together_and_keep_their_
     all_answer()
     assert collector.drain_many({w.user: None for w in workers}) == 16  # Redis learns every script here
     all_answer()
-    trips = []
-    single, piped = Redis.execute_command, Pipeline.execute
-    monkeypatch.setattr(Redis, "execute_command", lambda self, *a, **k: trips.append(a[0]) or single(self, *a, **k))
-    monkeypatch.setattr(Pipeline, "execute", lambda self, *a, **k: trips.append("pipeline") or piped(self, *a, **k))
+    trips = round_trips_on(client, monkeypatch)
     assert collector.drain_many({w.user: None for w in workers}) == 16
     monkeypatch.undo()
     assert len(trips) <= 3, trips
