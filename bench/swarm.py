@@ -17,11 +17,15 @@ as many processes (one process saturates a core near N = 10,000).
 For each N it reports chunks completed per second (steady part of the job), dispatch latency p50
 and p99 (from sending a result to holding the chunk that replaces it), the monitor's longest
 periodic pass, Redis's CPU share and memory per volunteer, the monitor's and the simulator's CPU
-share (the machine is shared: the load is printed too). Then it measures what one chunk of real
-``rq worker hydra`` processes costs Redis (commands and CPU microseconds, from ``INFO``) and what a
-live worker costs per second (heartbeats, idle ``BLPOP``), and prints a capacity model: how many
-volunteers one Redis core serves at 2 s and at 30 s chunks. ``--profile`` writes a cProfile dump of
-the monitor at the largest N to ``bench/out/swarm-monitor.prof`` and prints its hot spots.
+share (the machine is shared: the load is printed too), and where the monitor's main loop spends its
+wall time (``mon idle``: waiting for a message; ``mon waits``: waiting for Redis's replies; the rest
+is its own CPU and the GIL: a loop that is never idle is the limit whatever its CPU share), and how
+many of the assignments it planned in batches were refused (by another monitor's, for instance) and
+then made one by one. Then it measures what one chunk of real ``rq worker hydra`` processes costs
+Redis (commands and CPU microseconds, from ``INFO``) and what a live worker costs per second
+(heartbeats, idle ``BLPOP``), and prints a capacity model: how many volunteers one Redis core serves
+at 2 s and at 30 s chunks. ``--profile`` writes a cProfile dump of the monitor at the largest N to
+``bench/out/swarm-monitor.prof`` and prints its hot spots.
 """
 
 from __future__ import annotations
@@ -410,6 +414,11 @@ async def run_one(
             operator.close()
             server.stop()
     row["monitor"] = stats
+    row["monitor_loop"] = loop_shares(stats, *row.pop("window_monotonic"))
+    # Counts per second in the window, per chunk completed (round trips, assignments by way).
+    counts = {k[2:]: v for k, v in row["monitor_loop"].items() if k.startswith("n:")}
+    row["monitor_loop"] = {k: v for k, v in row["monitor_loop"].items() if not k.startswith("n:")}
+    row["monitor_per_chunk"] = {k: round(v / row["chunks_per_s"], 3) for k, v in counts.items() if row["chunks_per_s"]}
     if others:
         row["other_monitors"] = others
         row["monitor"]["longest_pass_s"] = max((m.get("longest_pass_s") or 0.0 for m in [stats, *others]), default=None)
@@ -453,10 +462,15 @@ async def _measure(
     submitted = time.monotonic()
     give_up = submitted + 3 * seconds + 20
     state = "queued"
+    depths = []  # (seconds since submit, pending, wanted, running) chunks of the job
     while True:
         await asyncio.sleep(0.25)
         snap()
         state = operator.hget(keys.job(job_id), "state").decode()
+        pipe = operator.pipeline(transaction=False)
+        for key in (keys.pending(job_id), keys.wanted(job_id), keys.running(job_id)):
+            pipe.zcard(key)
+        depths.append((round(time.monotonic() - submitted, 2), *pipe.execute()))
         if state not in ("queued", "running") or time.monotonic() > give_up:
             break
     finished = time.monotonic()
@@ -499,6 +513,7 @@ async def _measure(
         "units_pending": sum(json.loads(c).get("count", 0) for c in operator.hvals(keys.chunks(job_id)) or []),
         "results_sent": len(swarm.results),
         "window_s": round(high - low, 3),
+        "window_monotonic": (low, high),
         "chunks_per_s": done_chunks / max(high - low, 1e-9),
         "ideal_chunks_per_s": n / chunk_seconds,
         "dispatch_p50_ms": _ms(percentile(latencies, 0.50)),
@@ -523,8 +538,20 @@ async def _measure(
         "errors_recorded": int(operator.llen(keys.ERRORS)),
         "last_errors": [e.decode(errors="replace")[:200] for e in operator.lrange(keys.ERRORS, 0, 2)],
         "simulator_max_lag_ms": round(swarm.max_lag * 1000, 1),
+        "window_from_submit_s": (round(low - submitted, 2), round(high - submitted, 2)),
+        "pending_wanted_running": depths,
         "load_1min": round(load(), 2),
     }
+
+
+def loop_shares(stats: dict[str, Any], low: float, high: float) -> dict[str, float]:
+    """Share of the first monitor's wall time, in the steady window, spent in each part of its main
+    loop (whole seconds of the shared monotonic clock inside the window; see bench.swarm_monitor)."""
+    seconds = list(range(math.ceil(low), math.floor(high)))
+    if not seconds:
+        return {}
+    parts = stats.get("loop_s") or {}
+    return {name: round(sum(by.get(str(k), 0.0) for k in seconds) / len(seconds), 3) for name, by in parts.items()}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -738,6 +765,8 @@ def report(out: dict[str, Any]) -> str:
             r["dispatch_p99_ms"],
             _ms(r["monitor"].get("longest_pass_s")),
             r["monitor"].get("passes_over_10ms"),
+            r["monitor_loop"].get("idle"),
+            r["monitor_loop"].get("redis_wait"),
             r["redis_cpu_share"],
             r["monitor_cpu_share"],
             r["simulator_cpu_share"],
@@ -756,6 +785,8 @@ def report(out: dict[str, Any]) -> str:
         "p99 ms",
         "pass max ms",
         ">10ms",
+        "mon idle",
+        "mon waits",
         "redis cpu",
         "monitor cpu",
         "sim cpu",
@@ -764,6 +795,20 @@ def report(out: dict[str, Any]) -> str:
         "load",
     ]
     lines = [f"swarm: {out['cores']} cores, load {out['load_before']} before", table(rows, header)]
+    for r in out["runs"]:
+        monitors = [r["monitor"], *r.get("other_monitors", [])]
+        assigns: collections.Counter[str] = collections.Counter()
+        for m in monitors:
+            assigns.update(m.get("assigns") or {})
+        why = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(assigns.items()) if k.startswith("one_by_one:"))
+        refused = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(assigns.items()) if k.startswith("refused:"))
+        loop = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["monitor_loop"].items()))
+        per = ", ".join(f"{k} {v}" for k, v in sorted(r["monitor_per_chunk"].items()))
+        loop += f"; in the steady window, per chunk: {per}"
+        lines.append(
+            f"N={r['n']}: first monitor's loop: {loop or 'not measured'}; assignments planned in batches "
+            f"{assigns['planned']}, then one by one {assigns['one_by_one']} ({why}); refused: {refused or 'none'}"
+        )
     if "real_worker" in out:
         cost = out["real_worker"]
         top = ", ".join(f"{k} {v}" for k, v in list(cost["commands_per_chunk_by_name"].items())[:8])

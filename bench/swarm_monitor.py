@@ -7,26 +7,95 @@ It registers :mod:`bench.nulltask`, wraps :meth:`hydra.monitor.Monitor.run_pass`
 :meth:`~hydra.monitor.Monitor.handle_notifications` to time every call, then runs ``hydra
 monitor`` unchanged. On exit (SIGTERM) it writes the timings to ``--stats`` as JSON and, with
 ``--profile``, a cProfile dump of the whole run (read it with :mod:`pstats`).
+
+It also notes where the monitor's main loop spends its wall time, second by second (on the
+monotonic clock, which the benchmark shares): waiting for a message (``idle``), draining outboxes,
+periodic passes, serving idle workers, and, inside those, waiting for Redis's replies. A loop that
+is never idle is saturated whatever its CPU share says: its CPU and its round trips add up.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.nulltask import register
 from hydra import cli
-from hydra.monitor import Monitor
+from hydra.dispatch import Dispatcher
+from hydra.monitor import Monitor, Notifications
 
 TIMINGS: dict[str, list[float]] = {"pass": [], "notifications": [], "notified": []}
 # The parts of a pass (seconds each took), and those of the passes over 10 ms (the first 20).
 PARTS = ("_check_deadlines", "_emit", "_sign_ledger", "_housekeeping")
 CURRENT: dict[str, float] = {}
 SLOW: list[dict[str, float]] = []
+# Wall seconds of the main loop per part, per whole second of the monotonic clock.
+LOOP: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
+
+
+# Planned assignments (ASSIGNs queued in a batch's pipeline), those refused by reason, and the
+# assignments then made one by one: several dispatchers splitting the same pending chunk collide.
+ASSIGNS: collections.Counter[str] = collections.Counter()
+
+
+def _note(name: str) -> None:
+    """Count ``name`` in all (ASSIGNS) and per second of the monotonic clock (LOOP, as ``n:name``)."""
+    ASSIGNS[name] += 1
+    LOOP[f"n:{name}"][int(time.monotonic())] += 1
+
+
+def _count_settle(method: Any) -> Any:
+    def wrapper(self: Dispatcher, plans: list, replies: list, *args: Any, **kwargs: Any) -> Any:
+        for plan in plans:
+            for reply in replies[plan.start : plan.start + plan.planned]:
+                _note("planned")
+                if not (isinstance(reply, list) and reply[0] == b"ok"):
+                    reason = reply[1] if isinstance(reply, list) and len(reply) > 1 else type(reply).__name__
+                    _note(f"refused:{reason.decode() if isinstance(reason, bytes) else reason}")
+        return method(self, plans, replies, *args, **kwargs)
+
+    return wrapper
+
+
+def _count_one(method: Any) -> Any:
+    def wrapper(self: Dispatcher, view: Any, position: int, peeks: dict) -> Any:
+        _note("one_by_one")
+        peek = next(iter(peeks.values()), None)
+        why = "no peek" if peek is None else "copies wanted" if peek.wanted else "more heads" if peek.more else "tail"
+        _note(f"one_by_one:{why}")
+        return method(self, view, position, peeks)
+
+    return wrapper
+
+
+def _count(name: str, method: Any) -> Any:
+    """Count the main thread's calls of ``method`` per second (as :func:`_loop` times them)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            _note(name)
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _loop(name: str, method: Any, *, main_thread_only: bool = False) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if main_thread_only and threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        started = time.monotonic()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            LOOP[name][int(started)] += time.monotonic() - started
+
+    return wrapper
 
 
 def _part(name: str, method: Any) -> Any:
@@ -78,6 +147,8 @@ def summary() -> dict[str, Any]:
         "longest_batch_s": batches[-1] if batches else None,
         # Where the time of the slow passes went (ms; serve_idle and the rest are what remains).
         "slow_passes_ms": SLOW,
+        "assigns": dict(ASSIGNS),
+        "loop_s": {name: {str(k): round(v, 6) for k, v in seconds.items()} for name, seconds in LOOP.items()},
     }
 
 
@@ -91,6 +162,20 @@ def main() -> None:
         setattr(Monitor, part, _part(part, getattr(Monitor, part)))
     Monitor.run_pass = _timed("pass", Monitor.run_pass)  # type: ignore[method-assign]
     Monitor.handle_notifications = _timed("notifications", Monitor.handle_notifications)  # type: ignore[method-assign]
+    for name, owner, attr in (
+        ("idle", Notifications, "wait"),
+        ("drain", Monitor, "handle_notifications"),
+        ("pass", Monitor, "run_pass"),
+        ("serve", Monitor, "serve_waiting"),
+    ):
+        setattr(owner, attr, _loop(name, getattr(owner, attr)))
+    Dispatcher.settle = _count_settle(Dispatcher.settle)  # type: ignore[method-assign]
+    Dispatcher._assign_one = _count_one(Dispatcher._assign_one)  # type: ignore[method-assign]
+    import redis.connection
+
+    reader = redis.connection.AbstractConnection
+    reader.read_response = _loop("redis_wait", reader.read_response, main_thread_only=True)  # type: ignore[method-assign]
+    reader.send_packed_command = _count("round_trips", reader.send_packed_command)  # type: ignore[method-assign]
     profiler = cProfile.Profile() if args.profile else None
     try:
         if profiler:

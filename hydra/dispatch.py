@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis as redis_lib
 from redis import Redis
 
 from hydra import keys
@@ -89,6 +90,7 @@ class Peek:
     heads: list[tuple[str, int, int]]  # (chunk id, first, count) of its first pending chunks, in order
     claimed: int
     more: bool  # pending chunks may follow those in ``heads``
+    reserved: int = 0  # workers of a batch left to take a wanted copy one by one (see Dispatcher._plan)
 
     @classmethod
     def parse(cls, reply: Any, asked: int) -> Peek | None:
@@ -285,12 +287,19 @@ class Dispatcher:
         """How many assignments each planned worker got; what ASSIGN refused, or what a peek could
         not plan (copies, the tail of a job), is then given one by one. Marks idle who got none."""
         answers = [replies[p.start : p.start + p.planned] for p in plans]
-        if not all(isinstance(r, list) and r[0] == b"ok" for rs in answers for r in rs):
-            peeks = {}  # a refusal: the peeks no longer tell the truth
+        gots = [sum(_ok(r) for r in rs) for rs in answers]
+        if not all(_ok(r) for rs in answers for r in rs):
+            # A refusal (another dispatcher split the same chunk first): the peeks no longer tell the
+            # truth. The workers still short are planned again from fresh peeks, in two more round
+            # trips for all of them, before any is served one by one.
+            peeks = self._replan(plans, gots)
+        short = [p.view for p, got in zip(plans, gots, strict=True) if p.held + got < DEPTH]
+        nothing = self._nothing_at_the_tail(short, peeks, max(DEPTH - 1, 0)) if len(short) > 1 else set()
         given, idle = {}, {}
-        for i, (p, rs) in enumerate(zip(plans, answers, strict=True)):
-            got = sum(isinstance(r, list) and r[0] == b"ok" for r in rs)
+        for i, (p, got) in enumerate(zip(plans, gots, strict=True)):
             while p.held + got < DEPTH and (give_up is None or not i or time.perf_counter() <= give_up):
+                if p.view.name in nothing:
+                    break
                 if not self._assign_one(p.view, p.held + got, peeks):
                     break
                 got += 1
@@ -301,14 +310,87 @@ class Dispatcher:
             self.redis.zadd(keys.IDLE, idle, nx=True)
         return given
 
+    def _nothing_at_the_tail(self, views: list[WorkerView], peeks: dict[str, Peek], position: int) -> set[str]:
+        """The workers among ``views`` that no job can give anything now, as far as one look at each
+        job's tail tells, so that they are marked idle at once rather than each making the round
+        trips of a steal and a speculative copy (at a job's end, most of a batch).
+
+        A job is at its tail when its peek shows nothing pending and no copy wanted. There, a worker
+        could only take the running chunk expected to end last (or, failing that, nothing: the others
+        end sooner), and only if it would finish that chunk sooner by the smaller of the steal and
+        copy margins. One round trip reads that chunk for every tail job; a worker that may take
+        work of a job not at its tail is never counted out."""
+        tails = [j for j, peek in peeks.items() if not peek.heads and not peek.more and not peek.wanted]
+        if not tails:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in tails:
+            pipe.evalsha(self.scripts.last_running.sha, 2, keys.running(job_id), keys.chunks(job_id))
+        last: dict[str, tuple[float, float]] = {}  # job → (when its last chunk should end, its work)
+        for job_id, reply in zip(tails, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, redis_lib.exceptions.NoScriptError):  # not loaded yet: this loads it
+                reply = self.scripts.last_running(keys=[keys.running(job_id), keys.chunks(job_id)])
+            spec = self.spec(job_id)
+            try:
+                ends, raw = float(reply[0]), reply[1]
+                chunk = json.loads(raw)
+                last[job_id] = ends, spec.task.work(spec.params, spec.data, int(chunk["first"]), int(chunk["count"]))
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+                continue  # nothing running (or unreadable): a worker there is left to the usual path
+        now, out = time.time(), set()
+        for view in views:
+            hopeless = True
+            for job_id in self.active_jobs():
+                spec = self.spec(job_id)
+                if spec is None or view.tasks.get(spec.task.name) != spec.version:
+                    continue
+                if job_id not in last or not view.rates.get(spec.task.name):
+                    hopeless = hopeless and job_id in tails and not view.rates.get(spec.task.name)
+                    continue
+                ends, work = last[job_id]
+                expected = self._expected(view, spec, work)
+                margin = min(SPECULATION_MARGIN, max(STEAL_MARGIN, 0.1 * expected))
+                if now + expected * (position + 1) + margin < ends:
+                    hopeless = False
+            if hopeless:
+                out.add(view.name)
+        return out
+
+    def _replan(self, plans: list[Plan], gots: list[int]) -> dict[str, Peek]:
+        """Plan again, from fresh peeks, the workers of ``plans`` still short of work, adding what
+        they got to ``gots``; returns the peeks as the new assignments left them ({} if one was
+        refused again: then they are served one by one)."""
+        short = [i for i, (p, got) in enumerate(zip(plans, gots, strict=True)) if p.held + got < DEPTH]
+        jobs = self.active_jobs()
+        if not short or not jobs:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        asked = [self.queue_peek(pipe, job_id, len(short)) for job_id in jobs]
+        read = pipe.execute(raise_on_error=False)
+        peeks = Peek.parse_all(dict(zip(jobs, zip(read, asked, strict=True), strict=True)))
+        pipe = self.redis.pipeline(transaction=False)
+        again = self.plan(pipe, [(plans[i].view, plans[i].held + gots[i]) for i in short], peeks)
+        replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+        refused = False
+        for i, p in zip(short, again, strict=True):
+            answers = replies[p.start : p.start + p.planned]
+            gots[i] += sum(_ok(r) for r in answers)
+            refused = refused or not all(_ok(r) for r in answers)
+        return {} if refused else peeks
+
     def _plan(self, pipe: Any, view: WorkerView, held: int, peeks: dict[str, Peek]) -> int:
         """Queue on ``pipe`` the worker's next pieces of pending work as the peeks show them; returns
-        how many. Stops where the peek cannot tell (copies wanted first, nothing pending, more to read)."""
+        how many. Stops where the peek cannot tell (nothing pending, more to read) and, for as many
+        workers as the job wants copies, where a copy comes first: those workers are served one by
+        one in :meth:`settle` and the rest of the batch goes on from the pending chunks."""
         planned = 0
         while held + planned < DEPTH:
             spec = self._first_job(view)
             peek = peeks.get(spec.job_id) if spec else None
-            if spec is None or peek is None or peek.wanted or not peek.heads:
+            if spec is None or peek is None or not peek.heads:
+                break
+            if peek.wanted and not planned and peek.reserved < len(peek.wanted):
+                peek.reserved += 1
                 break
             chunk_id, first, count = peek.heads[0]
             take = self._take(view, spec, first, count, peek.claimed)
@@ -544,3 +626,8 @@ class Dispatcher:
             if reply[0] == b"ok":
                 return True
         return False
+
+
+def _ok(reply: Any) -> bool:
+    """Whether an ASSIGN reply says the piece was given."""
+    return isinstance(reply, list) and reply[0] == b"ok"

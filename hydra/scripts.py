@@ -440,6 +440,16 @@ return {0, length, messages}
 """
 
 
+# KEYS: 1 …:running  2 …:chunks   (read only)
+# The running chunk of a job expected to end last, which is all a worker could steal or copy at the
+# job's tail (the others end sooner): {its expected end, its record}, or false where none runs.
+LAST_RUNNING = """
+local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #last == 0 then return false end
+return {last[2], redis.call('HGET', KEYS[2], last[1])}
+"""
+
+
 class Scripts:
     """The scripts registered once on a connection (huey's pattern): call them by name."""
 
@@ -452,6 +462,7 @@ class Scripts:
         self.end: Script = redis.register_script(END)
         self.redo: Script = redis.register_script(REDO)
         self.take: Script = redis.register_script(TAKE)
+        self.last_running: Script = redis.register_script(LAST_RUNNING)
 
 
 def job_script_keys(job_id: str) -> list[str]:
