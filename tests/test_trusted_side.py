@@ -710,3 +710,99 @@ def test_a_crashing_batch_of_volunteers_is_redone_volunteer_by_volunteer(client,
     run_to_end([alice, bob, mallory])
     record = read_job(client, job_id)
     assert record["state"] == "done" and record["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
+
+
+def answer_together(client, collector, workers: list[FakeWorker], trips=None) -> list:
+    """Each worker starts its next chunk and answers it; the results wait in the volunteer's outbox
+    and are drained as one batch. With ``trips`` (a monkeypatch), returns the drain's round trips."""
+    chunks = [w.take() for w in workers]
+    results = [json.dumps(w.result(c)).encode() + b"\n" for w, c in zip(workers, chunks, strict=True)]
+    client.rpush(keys.outbox(workers[0].user), *results)
+    counted = round_trips_on(client, trips) if trips else []
+    assert collector.drain(workers[0].user) == len(workers)
+    if trips:
+        trips.undo()
+    return counted
+
+
+def test_at_a_jobs_tail_a_batch_with_nothing_worth_taking_costs_no_steals_or_copies(client, collector, monkeypatch):
+    """At a job's end (nothing pending) a batch of workers that nothing is worth giving is settled
+    after one look at the chunk expected to end last, not after a steal's and a speculative copy's
+    round trips each; workers that would finish that chunk sooner still take it."""
+    job_id = pi_job(client, samples=24 * BLOCK, chunk_units=1)
+    workers = [FakeWorker(collector, "alice", f"w{i}") for i in range(8)]
+    for worker in workers:
+        worker.hello()  # 16 of the 24 chunks given
+    answer_together(client, collector, workers)  # the last 8 given: nothing pending now
+    assert client.zcard(keys.pending(job_id)) == 0
+    collector.dispatcher.scripts.last_running(keys=[keys.running(job_id), keys.chunks(job_id)])  # Redis learns it
+    now = time.time()  # every running chunk is expected to end now: nothing is worth stealing or copying
+    client.zadd(keys.running(job_id), {m: now for m in client.zrange(keys.running(job_id), 0, -1)})
+    trips = answer_together(client, collector, workers, monkeypatch)  # each holds one, not started
+    assert len(trips) <= 4, " ".join(trips)  # take, read, accept, one look at the tail
+    assert all(client.scard(keys.held(w.name)) == 1 for w in workers)
+
+    # A straggler: w0's queued chunk is now expected to end in 1,000 s. Two workers with room find
+    # it worth taking: one steals it from w0's inbox (it was never started there).
+    queued = workers[0].inbox()[0]
+    client.zadd(keys.running(job_id), {str(queued["chunk"]): time.time() + 1000})
+    answer_together(client, collector, workers[1:3])
+    assert workers[0].inbox() == [], "taken back from the straggler's inbox"
+    takers = [m for w in workers[1:3] for m in w.inbox() if m["chunk"] == queued["chunk"]]
+    assert len(takers) == 1 and takers[0]["first"] == queued["first"]
+    run_to_end(workers)
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 24 * BLOCK)
+
+
+def test_a_wanted_copy_takes_one_worker_out_of_a_batch_not_the_whole_batch(client, collector, monkeypatch):
+    """A chunk that wants a copy goes to the first worker of a batch that may take it, one by one;
+    the rest of the batch is still topped up from the pending chunks in the batch's round trips."""
+    job_id = pi_job(client, samples=60 * BLOCK, chunk_units=1)
+    bob = FakeWorker(collector, "bob")
+    bob.hello()
+    overdue = bob.take()
+    workers = [FakeWorker(collector, "alice", f"w{i}") for i in range(8)]
+    for worker in workers:
+        worker.hello()
+    answer_together(client, collector, workers)  # Redis learns every script here
+    client.zadd(keys.wanted(job_id), {str(overdue["chunk"]): time.time()})  # as the deadline pass does
+    trips = answer_together(client, collector, workers, monkeypatch)
+    assert len(trips) <= 5, " ".join(trips)  # take, read, accept and top up; one worker's copy: read it, assign it
+    copies = [m for w in workers for m in w.inbox() if m.get("chunk") == overdue["chunk"]]
+    assert len(copies) == 1, "the copy went to a worker of the batch"
+    assert client.zcard(keys.wanted(job_id)) == 0
+    assert all(client.scard(keys.held(w.name)) == 2 for w in workers), "every worker topped up"
+    run_to_end([bob, *workers])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 60 * BLOCK)
+
+
+def test_a_plan_refused_because_another_dispatcher_moved_first_is_planned_again_in_one_round(client, collector):
+    """Two dispatchers read the same head of pending work; the slower one's planned pieces are
+    refused. Its workers are planned again from a fresh peek, together, not served one by one."""
+    from hydra.dispatch import Dispatcher
+
+    job_id = pi_job(client, samples=60 * BLOCK, chunk_units=1)
+    workers = [FakeWorker(collector, "alice", f"w{i}") for i in range(4)]
+    for worker in workers:
+        worker.hello()
+        while worker.take():  # hand back nothing: the worker simply runs its two chunks ...
+            pass
+    for worker in workers:  # ... and is told it holds none (a fresh state for this test)
+        client.delete(keys.held(worker.name))
+    slow = Dispatcher(client, Settings())
+    pipe = client.pipeline(transaction=False)
+    asked = slow.queue_peek(pipe, job_id, len(workers))
+    stale = {job_id: (pipe.execute()[0], asked)}
+    other = FakeWorker(collector, "bob")
+    other.hello()  # another dispatcher takes the head the stale peek shows
+    one_by_one = []
+    original = Dispatcher._assign_one
+    Dispatcher._assign_one = lambda self, *a: one_by_one.append(a) or original(self, *a)  # type: ignore[method-assign]
+    try:
+        given = slow.fill_many(dict.fromkeys(w.name for w in workers), stale)
+    finally:
+        Dispatcher._assign_one = original  # type: ignore[method-assign]
+    assert given == {w.name: 2 for w in workers}
+    assert one_by_one == [], "planned again together, not one by one"
+    firsts = [m["first"] for w in [*workers, other] for m in w.inbox() if m["t"] == "chunk"]
+    assert len(firsts) == len(set(firsts)) == 10, "no piece given twice"
