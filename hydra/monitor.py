@@ -91,6 +91,7 @@ class Notifications:
         self.pubsub.psubscribe(f"{self.prefix}{keys.PREFIX}:v:*:outbox", f"{self.prefix}{keys.PREFIX}:v:*:alive")
         self._lock = threading.Lock()
         self._arrivals: dict[str, collections.deque[float]] = {}
+        self._oldest: float | None = None  # when the oldest message heard and not yet handled came
         self._dead: set[str] = set()
         self._event = threading.Event()
         self._closed = threading.Event()
@@ -114,7 +115,9 @@ class Notifications:
                 user, wid, kind = parsed
                 with self._lock:
                     if kind == "outbox" and message["data"] == b"rpush":
-                        self._arrivals.setdefault(user, collections.deque()).append(time.time())
+                        now = time.time()
+                        self._arrivals.setdefault(user, collections.deque()).append(now)
+                        self._oldest = self._oldest or now
                     elif kind == "alive" and message["data"] == b"expired":
                         self._dead.add(keys.worker_name(user, wid))
                     else:
@@ -139,7 +142,7 @@ class Notifications:
     def take(self) -> tuple[set[str], dict[str, collections.deque[float]]]:
         with self._lock:
             dead, arrivals = self._dead, self._arrivals
-            self._dead, self._arrivals = set(), {}
+            self._dead, self._arrivals, self._oldest = set(), {}, None
             self._event.clear()
         return dead, arrivals
 
@@ -147,7 +150,14 @@ class Notifications:
         with self._lock:
             for user, times in arrivals.items():
                 self._arrivals.setdefault(user, collections.deque()).extendleft(reversed(times))
+                if times:
+                    self._oldest = min(self._oldest or times[0], times[0])
             self._event.set()
+
+    def backlog(self, now: float) -> float:
+        """Seconds the oldest message heard and not yet handled has waited (0 when none waits)."""
+        oldest = self._oldest
+        return max(0.0, now - oldest) if oldest is not None else 0.0
 
     def close(self) -> None:
         self._closed.set()
@@ -322,7 +332,11 @@ class Monitor:
             if enable_notifications(self.redis):
                 log.warning("monitor: Redis lost its notification settings (restarted?); reading every outbox")
                 self.sweep()
-        self._check_deadlines(now, report)
+        # A result this monitor has heard of but not yet handled is not late: deadlines are judged
+        # as of when its oldest waiting message arrived, so that a monitor behind under load does not
+        # ask for copies (and more work) of chunks whose results wait in its own backlog.
+        behind = self._listener.backlog(now) if self._listener is not None else 0.0
+        self._check_deadlines(now, report, due_by=now - behind)
         self._safely(self.dispatcher.serve_idle, 1000, IDLE_BUDGET)
         for user in (u.decode() for u in self.redis.smembers(keys.QUARANTINE)):
             if self.redis.hlen(keys.vouched(user)) or self.redis.scard(keys.user_workers(user)):
@@ -340,14 +354,15 @@ class Monitor:
             self.redis.hset(keys.MONITOR_STATS, self.id, f"{report.seconds:.6f}")
         return report
 
-    def _check_deadlines(self, now: float, report: PassReport) -> None:
-        """Act on the assignments whose deadline passed (at most DUE_PER_PASS, oldest first): in one
-        round trip their chunks and late marks, in one their holders' heartbeats, in one every
-        first-time late mark (a copy wanted); the rare rest (a dead holder, a second deadline) one by
-        one, for at most DUE_BUDGET seconds; what is left stays due for the next pass."""
+    def _check_deadlines(self, now: float, report: PassReport, due_by: float | None = None) -> None:
+        """Act on the assignments whose deadline passed by ``due_by`` (default: now; at most
+        DUE_PER_PASS, oldest first): in one round trip their chunks and late marks, in one their
+        holders' heartbeats, in one every first-time late mark (a copy wanted); the rare rest (a dead
+        holder, a second deadline) one by one, for at most DUE_BUDGET seconds; what is left stays
+        due for the next pass."""
         due = []
         for raw, _deadline in self.redis.zrangebyscore(
-            keys.DEADLINES, "-inf", now, start=0, num=DUE_PER_PASS, withscores=True
+            keys.DEADLINES, "-inf", now if due_by is None else due_by, start=0, num=DUE_PER_PASS, withscores=True
         ):
             member = raw.decode(errors="replace")
             try:

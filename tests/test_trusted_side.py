@@ -640,6 +640,36 @@ def test_overdue_assignments_get_a_copy_then_are_taken_back_and_a_dead_holders_a
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 40 * BLOCK)
 
 
+def test_a_monitor_behind_on_its_messages_does_not_call_chunks_late_whose_results_it_has_not_read(client):
+    """Deadlines are judged as of when the oldest message the monitor heard and has not handled yet
+    arrived: under load, results waiting in its own backlog do not make their chunks look overdue
+    (each copy asked for then is work wasted, and the backlog grows). Once it caught up, they do."""
+    from hydra.monitor import Monitor, Notifications, enable_notifications
+    from tests.conftest import wait_until
+
+    monitor = Monitor(client, Settings())
+    enable_notifications(client)
+    listener = monitor._listener = Notifications(client, 0).start()
+    try:
+        job_id = pi_job(client)
+        alice, bob = FakeWorker(monitor.collector, "alice"), FakeWorker(monitor.collector, "bob")
+        alice.hello(), bob.hello()
+        listener.take()  # the hellos were handled above
+        chunk = alice.take()
+        client.rpush(keys.outbox("alice"), json.dumps(alice.result(chunk)).encode() + b"\n")
+        wait_until(lambda: listener.backlog(time.time()) > 0, 10, what="the listener hearing the result")
+        late = bob.take()  # bob's chunk is due now, after alice's unread result arrived
+        client.zadd(keys.DEADLINES, {keys.assignment(job_id, late["chunk"], late["a"]): time.time()})
+        monitor.run_pass()
+        assert client.zcard(keys.wanted(job_id)) == 0, "not late as of the monitor's backlog"
+        assert monitor.handle_notifications(listener, budget=5) == 1
+        assert listener.backlog(time.time()) == 0
+        monitor.run_pass()
+        assert client.zscore(keys.wanted(job_id), late["chunk"]) is not None, "late once caught up"
+    finally:
+        listener.close()
+
+
 def test_many_volunteers_results_cost_three_round_trips_together_and_keep_their_own_outcomes(
     client, collector, monkeypatch
 ):
