@@ -21,6 +21,12 @@ active job whose task and version the worker has:
 A worker that gets nothing waits in ``hydra:idle`` until work appears. All changes are made by the
 ASSIGN script with optimistic checks (the head chunk must still start where it did), so several
 dispatchers may run at once and any may die at any time.
+
+Workers are topped up in batches (:meth:`Dispatcher.plan` and :meth:`Dispatcher.settle`): pieces of
+pending work are planned from one peek per job, and only what a peek cannot plan is given one by
+one. At a job's tail one look at the chunk expected to end last (the only one worth stealing or
+copying) tells which workers of a batch can get nothing; they go idle together, so the tail, when
+results come fastest, does not cost each of them the round trips of 3 and 4.
 """
 
 from __future__ import annotations
