@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,22 +346,32 @@ class Dispatcher:
                 continue  # nothing running (or unreadable): a worker there is left to the usual path
         now, out = time.time(), set()
         for view in views:
-            hopeless = True
-            for job_id in self.active_jobs():
-                spec = self.spec(job_id)
-                if spec is None or view.tasks.get(spec.task.name) != spec.version:
-                    continue
-                if job_id not in last or not view.rates.get(spec.task.name):
-                    hopeless = hopeless and job_id in tails and not view.rates.get(spec.task.name)
-                    continue
-                ends, work = last[job_id]
-                expected = self._expected(view, spec, work)
-                margin = min(SPECULATION_MARGIN, max(STEAL_MARGIN, 0.1 * expected))
-                if now + expected * (position + 1) + margin < ends:
-                    hopeless = False
-            if hopeless:
+            if not any(self._worth_a_look(view, spec, tails, last, now, position) for spec in self._runnable(view)):
                 out.add(view.name)
         return out
+
+    def _worth_a_look(
+        self,
+        view: WorkerView,
+        spec: JobSpec,
+        tails: list[str],
+        last: dict[str, tuple[float, float]],
+        now: float,
+        position: int,
+    ) -> bool:
+        """Whether :meth:`_assign_one` could give ``view`` anything of this job (see
+        :meth:`_nothing_at_the_tail`): any job not at its tail, or whose last chunk could not be
+        read, might; at a tail, only a measured worker that would finish the last chunk sooner."""
+        if spec.job_id not in tails:
+            return True
+        if not view.rates.get(spec.task.name):
+            return False  # an unmeasured worker neither steals nor copies
+        if spec.job_id not in last:
+            return True
+        ends, work = last[spec.job_id]
+        expected = self._expected(view, spec, work)
+        margin = min(SPECULATION_MARGIN, max(STEAL_MARGIN, 0.1 * expected))
+        return now + expected * (position + 1) + margin < ends
 
     def _replan(self, plans: list[Plan], gots: list[int]) -> dict[str, Peek]:
         """Plan again, from fresh peeks, the workers of ``plans`` still short of work, adding what
@@ -407,15 +418,22 @@ class Dispatcher:
             planned += 1
         return planned
 
-    def _first_job(self, view: WorkerView) -> JobSpec | None:
-        """The oldest active job this worker may take work from now (task, version, carbon)."""
+    def _runnable(self, view: WorkerView) -> Iterator[JobSpec]:
+        """The active jobs, oldest first, whose task and version this worker has."""
         for job_id in self.active_jobs():
             spec = self.spec(job_id)
-            if spec is None or view.tasks.get(spec.task.name) != spec.version:
-                continue
-            if self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
-                return spec
-        return None
+            if spec is not None and view.tasks.get(spec.task.name) == spec.version:
+                yield spec
+
+    def _allowed(self, view: WorkerView) -> Iterator[JobSpec]:
+        """:meth:`_runnable`, less the jobs the carbon policy holds back from this worker now."""
+        for spec in self._runnable(view):
+            if self.carbon.allows(spec.job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
+                yield spec
+
+    def _first_job(self, view: WorkerView) -> JobSpec | None:
+        """The oldest active job this worker may take work from now (task, version, carbon)."""
+        return next(self._allowed(view), None)
 
     def serve_idle(self, limit: int = 64, budget: float | None = 0.005) -> int:
         """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
@@ -447,12 +465,8 @@ class Dispatcher:
         return [keys.job(job_id), keys.chunks(job_id), keys.pending(job_id), keys.wanted(job_id)]
 
     def _assign_one(self, view: WorkerView, position: int, peeks: dict[str, Peek]) -> bool:
-        for job_id in self.active_jobs():
-            spec = self.spec(job_id)
-            if spec is None or view.tasks.get(spec.task.name) != spec.version:
-                continue
-            if not self.carbon.allows(job_id, spec.task.name, spec.total_work, spec.units_total, view.zone):
-                continue
+        for spec in self._allowed(view):
+            job_id = spec.job_id
             # One round trip tells what the job has to give: copies wanted, its first pending chunk
             # (none if the caller read it already; it is only a hint, the assignment checks again).
             peek = peeks.pop(job_id, None)
