@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 
 from bench.common import OUT, table
 from bench.nulltask import register
-from hydra import keys
+from hydra import keys, ledger
 from hydra.connection import connect
 from hydra.local import LocalCluster, RedisServer, spawn, stop_process, stop_processes
 from hydra.queue import SubmitOptions, cancel, read_job, submit
@@ -474,6 +474,8 @@ async def _measure(
         if state not in ("queued", "running") or time.monotonic() > give_up:
             break
     finished = time.monotonic()
+    # Credit entries the monitor had not signed yet when the job ended (it signs them a slice at a time).
+    unsigned = operator.llen(ledger.LEDGER) - int(operator.hget(ledger.STATE, "size") or 0)
     say(f"N={n}: job {state} after {finished - submitted:.1f} s")
     if state in ("queued", "running"):
         cancel(operator, job_id)
@@ -536,6 +538,7 @@ async def _measure(
         "volunteers_stopped": swarm.stopped,
         "groups_disconnected": swarm.disconnected,
         "errors_recorded": int(operator.llen(keys.ERRORS)),
+        "ledger_unsigned_at_end": unsigned,
         "last_errors": [e.decode(errors="replace")[:200] for e in operator.lrange(keys.ERRORS, 0, 2)],
         "simulator_max_lag_ms": round(swarm.max_lag * 1000, 1),
         "window_from_submit_s": (round(low - submitted, 2), round(high - submitted, 2)),
@@ -803,8 +806,13 @@ def report(out: dict[str, Any]) -> str:
         why = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(assigns.items()) if k.startswith("one_by_one:"))
         refused = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(assigns.items()) if k.startswith("refused:"))
         loop = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["monitor_loop"].items()))
-        per = ", ".join(f"{k} {v}" for k, v in sorted(r["monitor_per_chunk"].items()))
+        per_chunk = r["monitor_per_chunk"]
+        per = ", ".join(f"{k} {v}" for k, v in sorted(per_chunk.items()) if not k.startswith("cmd:"))
         loop += f"; in the steady window, per chunk: {per}"
+        commands = sorted(((v, k[4:]) for k, v in per_chunk.items() if k.startswith("cmd:")), reverse=True)
+        if commands:
+            top = ", ".join(f"{name} {v}" for v, name in commands[:12])
+            loop += f"; commands per chunk {sum(v for v, _ in commands):.2f} ({top})"
         lines.append(
             f"N={r['n']}: first monitor's loop: {loop or 'not measured'}; assignments planned in batches "
             f"{assigns['planned']}, then one by one {assigns['one_by_one']} ({why}); refused: {refused or 'none'}"

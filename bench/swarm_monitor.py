@@ -85,6 +85,24 @@ def _count(name: str, method: Any) -> Any:
     return wrapper
 
 
+def _command_name(args: tuple[Any, ...]) -> str:
+    name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+    return name.split()[0].upper()
+
+
+def _count_commands(method: Any, *, many: bool) -> Any:
+    """Count the main thread's commands by name per second (``cmd:NAME``), however they are sent."""
+
+    def wrapper(self: Any, arg: Any, *args: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            second = int(time.monotonic())
+            for command in arg if many else [(arg, *args)]:
+                LOOP[f"n:cmd:{_command_name(command)}"][second] += 1
+        return method(self, arg, *args)
+
+    return wrapper
+
+
 def _loop(name: str, method: Any, *, main_thread_only: bool = False) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if main_thread_only and threading.current_thread() is not threading.main_thread():
@@ -176,6 +194,8 @@ def main() -> None:
     reader = redis.connection.AbstractConnection
     reader.read_response = _loop("redis_wait", reader.read_response, main_thread_only=True)  # type: ignore[method-assign]
     reader.send_packed_command = _count("round_trips", reader.send_packed_command)  # type: ignore[method-assign]
+    reader.pack_command = _count_commands(reader.pack_command, many=False)  # type: ignore[method-assign]
+    reader.pack_commands = _count_commands(reader.pack_commands, many=True)  # type: ignore[method-assign]
     profiler = cProfile.Profile() if args.profile else None
     try:
         if profiler:

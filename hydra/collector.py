@@ -636,7 +636,11 @@ class Collector:
         peeks = Peek.parse_all(peeked)
         workers: list[tuple[WorkerView, int]] = []
         later: list[str] = []  # workers whose state was not read: topped up afterwards
-        for name in dict.fromkeys(item.name for item in items):
+        settled = collections.Counter(item.name for item in items)
+        new_rates: dict[str, dict[str, float]] = {}
+        for (worker, task), (_record, rate) in speeds.items():
+            new_rates.setdefault(worker, {})[task] = rate
+        for name, count in settled.items():
             state = states.get(name)
             if state is None or any(isinstance(x, Exception) for x in state):
                 later.append(name)
@@ -645,10 +649,8 @@ class Collector:
             if seen is None:
                 continue
             view, held = seen
-            for (worker, task), (_record, rate) in speeds.items():
-                if worker == name:
-                    view.rates[task] = rate
-            workers.append((view, max(0, held - sum(item.name == name for item in items))))
+            view.rates.update(new_rates.get(name, {}))
+            workers.append((view, max(0, held - count)))
         plans = self.dispatcher.plan(pipe, workers, peeks)
         replies = pipe.execute(raise_on_error=False)
         losers: list[str] = []

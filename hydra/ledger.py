@@ -448,8 +448,11 @@ def sign_new_head(
             pipe.multi()
             for level, data in appended.items():
                 pipe.append(level_key(level), data)
+            by_volunteer: dict[str, list[int]] = {}
             for index, entry in fresh:
-                pipe.rpush(by_volunteer_key(entry.volunteer), index)
+                by_volunteer.setdefault(entry.volunteer, []).append(index)
+            for volunteer, indices in by_volunteer.items():
+                pipe.rpush(by_volunteer_key(volunteer), *indices)
             if fold:
                 fold(pipe, fresh)
             pipe.hset(STATE, "size", new)

@@ -55,9 +55,14 @@ DUE_BUDGET = 0.005
 # Seconds a pass may spend giving work to idle workers (a new job for thousands of them is spread
 # over several passes; each result also tops its own worker up).
 IDLE_BUDGET = 0.002
-# Ledger entries folded and signed at a time: a pass stays short under a stream of results, and
-# what is left is signed between messages (see Monitor.run).
+# Ledger entries folded and signed at a time: a pass signs LEDGER_SLICE, so it stays short under a
+# stream of results, and what is left is signed between messages (see Monitor.run), one slice per
+# turn of the loop, as big as the backlog up to LEDGER_SLICE_MAX. A turn can last a quarter second
+# under load, so fixed small slices fell ever further behind (128 entries a second where results
+# came at 1,100); a big slice also costs less per entry (its round trips, signature and head are
+# shared): 170 µs an entry in slices of 32, 69 µs in slices of 512, on the 2-core machine.
 LEDGER_SLICE = 32
+LEDGER_SLICE_MAX = 512
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
 IDLE_SLICE = 0.02
 IDLE_BATCH = 64
@@ -211,7 +216,7 @@ class Monitor:
         self._listener: Notifications | None = None
         self._idle_backoff = 0.0
         self._credit_changed = False
-        self._ledger_behind = False
+        self._ledger_backlog = 0  # entries left unsigned by the last signing
         self._credit_emitted = -1e9
         from hydra import ledger
 
@@ -235,9 +240,9 @@ class Monitor:
                     if now >= next_pass:
                         self.run_pass()
                         next_pass = now + self.settings.monitor_interval
-                    if self._ledger_behind:
-                        self._sign_ledger()
-                    if not self.serve_waiting(now) and not self._ledger_behind:
+                    if self._ledger_backlog:
+                        self._sign_ledger(min(self._ledger_backlog, LEDGER_SLICE_MAX))
+                    if not self.serve_waiting(now) and not self._ledger_backlog:
                         listener.wait(max(0.0, next_pass - time.monotonic()))
                     self.handle_notifications(listener, budget=self.settings.monitor_interval)
                     delay = self.settings.monitor_interval
@@ -424,21 +429,21 @@ class Monitor:
         )
         self.dispatcher.fill(holder)
 
-    def _sign_ledger(self) -> None:
-        """Fold new ledger entries (up to LEDGER_SLICE) into the Merkle tree and the leaderboard, and
-        sign a new head; notes whether more are waiting."""
+    def _sign_ledger(self, slice_size: int = LEDGER_SLICE) -> None:
+        """Fold new ledger entries (at least LEDGER_SLICE, up to ``slice_size``) into the Merkle tree
+        and the leaderboard, and sign a new head; notes how many more are waiting."""
         from hydra import credit, ledger
 
-        self._ledger_behind = False
+        self._ledger_backlog = 0
         try:
-            head = credit.monitor_pass(self.redis, self.ledger_key, batch=LEDGER_SLICE)
+            head = credit.monitor_pass(self.redis, self.ledger_key, batch=max(slice_size, LEDGER_SLICE))
         except (redis_lib.ConnectionError, redis_lib.TimeoutError):
             raise
         except Exception as exc:  # the ledger must never stop the monitor
             record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
             return
         self._credit_changed = self._credit_changed or bool(head)
-        self._ledger_behind = head is not None and head.size < ledger.entry_count(self.redis)
+        self._ledger_backlog = max(0, ledger.entry_count(self.redis) - head.size) if head else 0
         now = time.monotonic()
         if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
             # At most once a second, and from the signed standings only: folding what is not signed
