@@ -499,7 +499,7 @@ class Collector:
         With ``top_up``, the same round trip reads what topping the workers up needs (their
         :meth:`Dispatcher.queue_state`, the jobs' peeks), returned by worker and by job."""
         pipe = self.redis.pipeline(transaction=False)
-        queued: list[Refused | int] = []  # where each item's own two replies are
+        queued: list[Refused | int] = []  # where each item's own replies are (two, or one when topping up)
         shared: dict[tuple[str, ...], int] = {}  # where what items share (a job's, a worker's) is: read once
         for item in items:
             job_id, chunk_id, nonce = item.message.get("job"), item.message.get("chunk"), item.message.get("a")
@@ -512,7 +512,8 @@ class Collector:
             item.job_id, item.chunk_id, item.nonce = job_id, str(chunk_id), nonce
             item.spec = self.dispatcher.spec(job_id)
             queued.append(len(pipe))
-            pipe.sismember(keys.held(item.name), keys.assignment(job_id, chunk_id, nonce))
+            if not (top_up and item.spec is not None):  # else the worker's held set is read whole, below
+                pipe.sismember(keys.held(item.name), keys.assignment(job_id, chunk_id, nonce))
             pipe.hget(keys.chunks(job_id), chunk_id)
             if ("job", job_id) not in shared:
                 shared["job", job_id] = len(pipe)
@@ -522,7 +523,8 @@ class Collector:
                 pipe.hget(keys.volunteer(item.user), "clean")
             if item.spec is not None and ("speed", item.name, item.spec.task.name) not in shared:
                 shared["speed", item.name, item.spec.task.name] = len(pipe)
-                self._queue_speed_record(pipe, item.name, item.spec.task.name)  # two replies
+                # Topping up reads the worker's whole record: its speed fields are taken from there.
+                self._queue_speed_record(pipe, item.name, item.spec.task.name, whole_record_read=top_up)
         names = list(dict.fromkeys(item.name for item in items if item.spec is not None)) if top_up else []
         jobs = list(dict.fromkeys(item.job_id for item in items if item.spec is not None)) if top_up else []
         states_at = len(pipe)
@@ -533,19 +535,32 @@ class Collector:
         for error in (r for r in replies[:states_at] if isinstance(r, Exception)):
             raise error
 
+        states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
         out: list[Refused | None] = []
         for item, at in zip(items, queued, strict=True):
             if isinstance(at, Refused):
                 out.append(at)
                 continue
-            held, raw = replies[at : at + 2]
+            if top_up and item.spec is not None:
+                assignments = states[item.name][3]
+                if isinstance(assignments, Exception):
+                    raise assignments
+                held = keys.assignment(item.job_id, item.chunk_id, item.nonce).encode() in assignments
+                raw = replies[at]
+            else:
+                held, raw = replies[at : at + 2]
             mode, salt = replies[shared["job", item.job_id]]
             clean = replies[shared["clean", item.user]]
             if item.spec is not None:
-                speed_at = shared["speed", item.name, item.spec.task.name]
-                item.speed = replies[speed_at : speed_at + 2]
+                task = item.spec.task.name
+                speed_at = shared["speed", item.name, task]
+                if top_up:
+                    record = states[item.name][0]
+                    record = record if isinstance(record, dict) else {}
+                    item.speed = [[record.get(f.format(task).encode()) for f in self._SPEED_FIELDS], replies[speed_at]]
+                else:
+                    item.speed = replies[speed_at : speed_at + 2]
             out.append(self._held(item, held, raw, mode, salt, clean))
-        states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
         peeked = dict(zip(jobs, zip(replies[states_at + 4 * len(names) :], asked, strict=True), strict=True))
         return out, states, peeked
 
@@ -689,8 +704,11 @@ class Collector:
 
     _SPEED_FIELDS = ("last_result", "rd:{}", "rs:{}", "rate:{}", "device", "zone")
 
-    def _queue_speed_record(self, pipe: Any, name: str, task: str) -> None:
-        pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
+    def _queue_speed_record(self, pipe: Any, name: str, task: str, *, whole_record_read: bool = False) -> None:
+        """Queue the reads of a worker's speed record: its fields (unless the caller reads the whole
+        record in the same round trip) and its place in the task's ranking."""
+        if not whole_record_read:
+            pipe.hmget(keys.worker(name), *(f.format(task) for f in self._SPEED_FIELDS))
         pipe.zscore(keys.rates(task), name)
 
     def _speed(self, item: _Result, arrived: float, speed: list[Any], work: float) -> list[Any]:

@@ -31,6 +31,7 @@ results come fastest, does not cost each of them the round trips of 3 and 4.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -144,6 +145,21 @@ class Plan:
     planned: int
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_tasks(raw: bytes) -> tuple[tuple[str, Any], ...]:
+    try:
+        tasks = json.loads(raw)
+    except ValueError:
+        return ()
+    return tuple(tasks.items()) if isinstance(tasks, dict) else ()
+
+
+def _installed_tasks(raw: bytes) -> dict[str, Any]:
+    """A worker record's ``tasks`` (task → version): read for every worker of every batch, and the
+    same few values across thousands of workers, so parsed once each."""
+    return dict(_parsed_tasks(raw))
+
+
 class Dispatcher:
     def __init__(self, redis: Redis, settings: Settings, scripts: Scripts | None = None) -> None:
         self.redis = redis
@@ -200,14 +216,10 @@ class Dispatcher:
     def _view(name: str, raw: dict[bytes, bytes]) -> WorkerView | None:
         if not raw:
             return None
-        info = {k.decode(): v.decode() for k, v in raw.items()}
         user, wid = keys.split_worker(name)
-        try:
-            tasks = json.loads(info.get("tasks", "{}"))
-        except ValueError:
-            tasks = {}
-        rates = {k[5:]: float(v) for k, v in info.items() if k.startswith("rate:")}
-        return WorkerView(name, user, wid, tasks, rates, info.get("zone", ""))
+        tasks = _installed_tasks(raw.get(b"tasks", b"{}"))
+        rates = {k[5:].decode(): float(v) for k, v in raw.items() if k.startswith(b"rate:")}
+        return WorkerView(name, user, wid, tasks, rates, raw.get(b"zone", b"").decode())
 
     # -- giving work --------------------------------------------------------------------------------
     @staticmethod
@@ -217,7 +229,7 @@ class Dispatcher:
         pipe.hgetall(keys.worker(name))
         pipe.sismember(keys.QUARANTINE, keys.split_worker(name)[0])
         pipe.zscore(keys.LIVE, name)
-        pipe.scard(keys.held(name))
+        pipe.smembers(keys.held(name))  # a few assignments: a result's is checked against them
 
     def fill(self, name: str, state: list[Any] | None = None, peeked: dict[str, tuple[Any, int]] | None = None) -> int:
         """Top the worker up to DEPTH assignments; returns how many it got. Marks it idle if none.
@@ -267,7 +279,7 @@ class Dispatcher:
         view = self._view(name, info)
         if view is None or quarantined or not live:
             return None
-        return view, int(held)
+        return view, len(held)
 
     def plan(
         self,

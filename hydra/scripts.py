@@ -24,6 +24,8 @@ Chunk JSON holds only integers below 10**13 (cjson keeps 14 significant digits).
 
 from __future__ import annotations
 
+import functools
+
 from redis import Redis
 from redis.commands.core import Script
 
@@ -465,8 +467,10 @@ class Scripts:
         self.last_running: Script = redis.register_script(LAST_RUNNING)
 
 
-def job_script_keys(job_id: str) -> list[str]:
-    return [
+@functools.lru_cache(maxsize=1024)
+def job_script_keys(job_id: str) -> tuple[str, ...]:
+    """The keys every job script is given, in its KEYS order (named once per job: asked per result)."""
+    return (
         keys.job(job_id),
         keys.chunks(job_id),
         keys.pending(job_id),
@@ -480,4 +484,4 @@ def job_script_keys(job_id: str) -> list[str]:
         keys.QUARANTINE,
         keys.LEDGER,
         keys.running(job_id),
-    ]
+    )
