@@ -132,6 +132,7 @@ class Sim:
             chunk = await self.work.get()
             seconds = chunk["count"] / UNITS_PER_SECOND / self.speed
             await asyncio.sleep(seconds)
+            self.group.swarm.worked.append((time.monotonic(), seconds))
             header = {
                 "t": "result",
                 "w": self.wid,
@@ -140,6 +141,7 @@ class Sim:
                 "a": chunk["a"],
                 "sums": {"n": chunk["count"]},
                 "seconds": round(seconds, 6),
+                "done_at": time.time(),
             }
             self.group.send(self, "result", json.dumps(header, separators=(",", ":")).encode() + b"\n")
 
@@ -246,6 +248,7 @@ class Swarm:
     def __init__(self) -> None:
         self.groups: list[Group] = []
         self.results: list[float] = []
+        self.worked: list[tuple[float, float]] = []  # (when a chunk's work ended, its seconds of work)
         self.latencies: list[tuple[float, float]] = []
         self.lapsed = 0
         self.disconnected = 0
@@ -290,6 +293,7 @@ class Swarm:
     def figures(self) -> dict[str, Any]:
         return {
             "results": self.results,
+            "worked": self.worked,
             "latencies": self.latencies,
             "lapsed": self.lapsed,
             "disconnected": self.disconnected,
@@ -310,6 +314,7 @@ class Swarm:
                 await asyncio.sleep(0.1)
             got = json.loads(out.read_text())
             self.results += got["results"]
+            self.worked += [(at, seconds) for at, seconds in got["worked"]]
             self.latencies += [tuple(x) for x in got["latencies"]]
             self.lapsed += got["lapsed"]
             self.disconnected += got["disconnected"]
@@ -328,6 +333,10 @@ class Swarm:
 
 
 # -- one run at N volunteers -------------------------------------------------------------------------
+
+
+def _quantile_text(q: dict[str, float]) -> str:
+    return "/".join(str(q.get(k, "-")) for k in ("p10", "p50", "p90", "p99")) + " (p10/50/90/99)"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -493,6 +502,9 @@ async def _measure(
     done_chunks = sum(low <= t <= high for t in swarm.results)
     between = sum(first.at <= t <= last.at for t in swarm.results)
     latencies = [lat for asked, lat in swarm.latencies if low <= asked <= high]
+    # The volunteers' own view: how long their chunks ran, and what share of their time they computed
+    # (a monitor that cannot keep up leaves them idle, and measures them slower: smaller chunks).
+    worked = [seconds for at, seconds in swarm.worked if low <= at <= high]
     units_done = int(record.get("units_done", 0))
     sum_n = int(record.get("sum:n", 0))
     return {
@@ -522,6 +534,8 @@ async def _measure(
         "dispatch_p99_ms": _ms(percentile(latencies, 0.99)),
         "dispatch_max_ms": _ms(percentile(latencies, 1.0)),
         "latency_samples": len(latencies),
+        "chunk_work_s_p50": round(percentile(worked, 0.5), 3) if worked else None,
+        "volunteers_busy_share": round(sum(worked) / (n * max(high - low, 1e-9)), 3),
         "redis_cpu_share": (last.redis_cpu - first.redis_cpu) / span,
         "monitor_cpu_share": (last.monitor_cpu - first.monitor_cpu) / span,
         "simulator_cpu_share": (last.own_cpu - first.own_cpu) / span,
@@ -817,6 +831,17 @@ def report(out: dict[str, Any]) -> str:
             f"N={r['n']}: first monitor's loop: {loop or 'not measured'}; assignments planned in batches "
             f"{assigns['planned']}, then one by one {assigns['one_by_one']} ({why}); refused: {refused or 'none'}"
         )
+        timing = r["monitor"].get("result_timing") or {}
+        if "measured_over_worked" in timing:
+            stamped, unstamped = timing.get("late", {}), timing.get("late_unstamped", {})
+            share = stamped.get("n", 0) / max(stamped.get("n", 0) + unstamped.get("n", 0), 1)
+            lines.append(
+                f"N={r['n']}: volunteers busy {r['volunteers_busy_share']:.0%} of the window, chunks of "
+                f"{r['chunk_work_s_p50']} s of work (p50; {r['chunk_seconds']} s asked); the monitor timed chunks "
+                f"at {_quantile_text(timing['measured_over_worked'])} × their work; results read late by "
+                f"{_quantile_text(stamped)} s where the listener had stamped them ({share:.0%}), "
+                f"{_quantile_text(unstamped)} s where not"
+            )
     if "real_worker" in out:
         cost = out["real_worker"]
         top = ", ".join(f"{k} {v}" for k, v in list(cost["commands_per_chunk_by_name"].items())[:8])

@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.nulltask import register
 from hydra import cli
+from hydra.collector import Collector
 from hydra.dispatch import Dispatcher
 from hydra.monitor import Monitor, Notifications
 
@@ -59,6 +60,27 @@ def _count_settle(method: Any) -> Any:
                     reason = reply[1] if isinstance(reply, list) and len(reply) > 1 else type(reply).__name__
                     _note(f"refused:{reason.decode() if isinstance(reason, bytes) else reason}")
         return method(self, plans, replies, *args, **kwargs)
+
+    return wrapper
+
+
+# How the monitor timed each result, against what the simulated volunteer (honest here) says: its
+# chunk's seconds of work, and when it finished (``done_at``, on the clock the processes share).
+# The monitor times a chunk from when it was assigned or the worker's previous result arrived,
+# whichever is later, to when this result arrived: by the listener's stamp, or, for a message
+# taken before the listener's stamp reached the drain, when it was read. Measured over worked is
+# what sizes the next chunks: above 1, the worker is taken for slower than it is.
+TIMING: dict[str, list[float]] = collections.defaultdict(list)
+
+
+def _time_results(method: Any) -> Any:
+    def wrapper(self: Any, item: Any, arrived: float, speed: list[Any], work: float) -> Any:
+        last = float(speed[0][0]) if speed[0][0] else 0.0
+        worked, done_at = item.message.get("seconds"), item.message.get("done_at")
+        if isinstance(worked, float) and worked > 0 and isinstance(done_at, float) and len(TIMING["late"]) < 200_000:
+            TIMING["measured_over_worked"].append(max(arrived - max(item.at, last), 1e-3) / worked)
+            TIMING["late" if item.arrived is not None else "late_unstamped"].append(arrived - done_at)
+        return method(self, item, arrived, speed, work)
 
     return wrapper
 
@@ -166,8 +188,16 @@ def summary() -> dict[str, Any]:
         # Where the time of the slow passes went (ms; serve_idle and the rest are what remains).
         "slow_passes_ms": SLOW,
         "assigns": dict(ASSIGNS),
+        "result_timing": {k: {**(_quantiles(v) or {}), "n": len(v)} for k, v in TIMING.items()},
         "loop_s": {name: {str(k): round(v, 6) for k, v in seconds.items()} for name, seconds in LOOP.items()},
     }
+
+
+def _quantiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {f"p{q}": round(ordered[min(len(ordered) - 1, len(ordered) * q // 100)], 3) for q in (10, 50, 90, 99)}
 
 
 def main() -> None:
@@ -185,8 +215,10 @@ def main() -> None:
         ("drain", Monitor, "handle_notifications"),
         ("pass", Monitor, "run_pass"),
         ("serve", Monitor, "serve_waiting"),
+        ("sign", Monitor, "_sign_ledger"),  # between messages, and inside passes (counted in both)
     ):
         setattr(owner, attr, _loop(name, getattr(owner, attr)))
+    Collector._speed = _time_results(Collector._speed)  # type: ignore[method-assign]
     Dispatcher.settle = _count_settle(Dispatcher.settle)  # type: ignore[method-assign]
     Dispatcher._assign_one = _count_one(Dispatcher._assign_one)  # type: ignore[method-assign]
     import redis.connection
