@@ -71,8 +71,8 @@ def pi_job(client, samples: int = 40 * BLOCK, **options) -> str:
 def round_trips_on(client: Redis, monkeypatch) -> list:
     """Record the round trips made on ``client``'s connections (a command, or "pipeline"), and only
     those: another test's heartbeat thread may still be running in this process. The list of active
-    jobs that dispatchers cache for a second stays fresh meanwhile: on a slow machine that second
-    can run out between a test's warm-up and what it measures."""
+    jobs that dispatchers cache for 0.2 s stays fresh meanwhile: on a slow machine that time can
+    run out between a test's warm-up and what it measures."""
     from redis.client import Pipeline
 
     from hydra import dispatch
