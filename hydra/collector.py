@@ -52,6 +52,9 @@ MAX_HEADER = 64 * 1024
 MAX_OUTBOX = 1000
 # Volunteers remembered as owed arrival stamps (see drain); past this many the debts are forgotten.
 MAX_UNSTAMPED = 100_000
+# A message read before the listener's stamp came arrived after its outbox was last taken: it is
+# timed at the middle of that window, cut to this many seconds (see Collector._unheard_arrival).
+UNHEARD_WINDOW = 1.0
 # This many refused messages within STRIKE_WINDOW seconds cut a volunteer off.
 MAX_STRIKES = 20
 STRIKE_WINDOW = 10.0
@@ -127,6 +130,7 @@ class Collector:
         self.events = events or Events(None)
         self._strikes: dict[str, list[float]] = {}
         self._unstamped: dict[str, int] = {}  # user → messages handled before their arrival stamp came
+        self._takes: dict[str, tuple[float, float]] = {}  # user → when its outbox was taken, the last two times
         self._watts = accounting.watts_from_env(os.environ)
 
     # -- reading outboxes ---------------------------------------------------------------------------
@@ -230,6 +234,10 @@ class Collector:
         listener heard of it: that message counts as arriving now, and its stamp, when it comes,
         is skipped rather than paired with a later message (which would then look as if it arrived
         early, its worker far faster than it is, and get chunks far too big)."""
+        now = time.time()
+        if len(self._takes) >= MAX_UNSTAMPED:
+            self._takes.clear()  # bounded: a forgotten take only makes an unstamped result count as now
+        self._takes[user] = (self._takes.get(user, (now, now))[1], now)
         owed = self._unstamped.pop(user, 0)
         while owed and arrivals:
             arrivals.popleft()
@@ -627,9 +635,13 @@ class Collector:
             now = time.time()
             item.at = float(((item.chunk.get("holders") or {}).get(item.name) or {}).get("at", now))
             last = float(info[0]) if info[0] else None
-            arrived = min(item.arrived or now, now)
-            if arrived <= max(item.at, last or 0.0):  # a stamp from before the chunk could start is not this result's
-                arrived = max(now, item.at, last or 0.0)
+            start = max(item.at, last or 0.0)
+            if item.arrived is None:
+                arrived = self._unheard_arrival(item.user, start, now)
+            else:
+                arrived = min(item.arrived, now)
+                if arrived <= start:  # a stamp from before the chunk could start is not this result's
+                    arrived = max(now, start)
             sums = item.result.sums
             user = item.user
             args: list[Any] = [item.job_id, item.chunk_id, item.nonce, item.name, user, f"{now:.6f}"]
@@ -701,6 +713,15 @@ class Collector:
             self.dispatcher.fill_many(dict.fromkeys(later), {})
         if confirm:
             self.dispatcher.serve_idle()
+
+    def _unheard_arrival(self, user: str, start: float, now: float) -> float:
+        """When a result read before the listener's stamp came most likely arrived: after its outbox
+        was last taken (and after ``start``, when its chunk could start), so the middle of that window,
+        cut to UNHEARD_WINDOW. Timing it when read counted the monitor's lag as the volunteer's work:
+        under load, speeds read low, chunks shrank and, being more, loaded the monitor more. A volunteer
+        gains at most half the window on a chunk by pushing at the right moment."""
+        low = max(self._takes.get(user, (now, now))[0], start, now - UNHEARD_WINDOW)
+        return (low + now) / 2 if low < now else now
 
     _SPEED_FIELDS = ("last_result", "rd:{}", "rs:{}", "rate:{}", "device", "zone")
 

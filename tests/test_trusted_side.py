@@ -881,3 +881,25 @@ def test_a_ledger_backlog_is_signed_in_a_few_big_slices_between_messages(client)
     assert sum(s.chunks for s in standings.values()) == total
     for v in range(7):
         assert [int(i) for i in client.lrange(ledger.by_volunteer_key(f"v{v}"), 0, -1)] == list(range(v, total, 7))
+
+
+def test_a_result_read_before_its_arrival_stamp_is_timed_within_the_window_it_came_in(client, collector):
+    """A monitor behind reads messages whose listener stamp has not reached it: such a result came
+    after its outbox was last taken, so it is timed at the middle of that window, not when read.
+    Timed when read, the monitor's lag counted as the volunteer's work: under load speeds read low,
+    chunks shrank, and more chunks loaded the monitor more (at N = 2,000 on two cores volunteers
+    computed half the time, on chunks of 0.9 s where 2 s were asked)."""
+    pi_job(client, samples=400 * BLOCK, chunk_units=1)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    first, second = alice.take(), alice.take()
+    client.rpush(keys.outbox("alice"), json.dumps(alice.result(first)).encode() + b"\n")
+    assert collector.drain("alice") == 1  # no listener here: nothing is stamped
+    first_read = time.time()
+    client.rpush(keys.outbox("alice"), json.dumps(alice.result(second)).encode() + b"\n")
+    time.sleep(0.3)  # the monitor is this far behind: the result waits in the outbox
+    before_second = time.time()
+    assert collector.drain("alice") == 1
+    after_second = time.time()
+    timed = float(client.hget(keys.worker(alice.name), "last_result"))
+    assert timed <= (first_read + after_second) / 2 < before_second, "timed within the window, not when read"
