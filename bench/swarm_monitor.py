@@ -68,8 +68,8 @@ def _count_settle(method: Any) -> Any:
 # chunk's seconds of work, and when it finished (``done_at``, on the clock the processes share).
 # The monitor times a chunk from when it was assigned or the worker's previous result arrived,
 # whichever is later, to when this result arrived: by the listener's stamp, or, for a message
-# taken before the listener's stamp reached the drain, when it was read. Measured over worked is
-# what sizes the next chunks: above 1, the worker is taken for slower than it is.
+# taken before its stamp reached the drain, as Collector._unheard_arrival estimates it. Measured
+# over worked is what sizes the next chunks: above 1, the worker is taken for slower than it is.
 TIMING: dict[str, list[float]] = collections.defaultdict(list)
 
 
