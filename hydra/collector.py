@@ -52,6 +52,11 @@ MAX_HEADER = 64 * 1024
 MAX_OUTBOX = 1000
 # Volunteers remembered as owed arrival stamps (see drain); past this many the debts are forgotten.
 MAX_UNSTAMPED = 100_000
+# A debt of stamps is paid only by stamps heard within this many seconds of the take that incurred
+# it (the listener forwards a notice within milliseconds); later stamps are for later messages. So
+# messages pushed before any monitor listened (found by its first sweep, never to be stamped) do not
+# leave their volunteer's later results unstamped for good.
+STAMP_GRACE = 0.5
 # A message read before the listener's stamp came arrived after its outbox was last taken: it is
 # timed at the middle of that window, cut to this many seconds (see Collector._unheard_arrival).
 UNHEARD_WINDOW = 1.0
@@ -129,7 +134,8 @@ class Collector:
         self.dispatcher = dispatcher or Dispatcher(redis, settings, self.scripts)
         self.events = events or Events(None)
         self._strikes: dict[str, list[float]] = {}
-        self._unstamped: dict[str, int] = {}  # user → messages handled before their arrival stamp came
+        # user → messages handled before their arrival stamp came, and when they were taken
+        self._unstamped: dict[str, tuple[int, float]] = {}
         self._takes: dict[str, tuple[float, float]] = {}  # user → when its outbox was taken, the last two times
         self._watts = accounting.watts_from_env(os.environ)
 
@@ -231,17 +237,20 @@ class Collector:
         """Pair each message taken from ``user``'s outbox with when it arrived.
 
         Stamps and messages come in the same order, but a drain may pop a message before the
-        listener heard of it: that message counts as arriving now, and its stamp, when it comes,
-        is skipped rather than paired with a later message (which would then look as if it arrived
-        early, its worker far faster than it is, and get chunks far too big)."""
+        listener heard of it: that message is timed by :meth:`_unheard_arrival`, and its stamp, when
+        it comes (within STAMP_GRACE), is skipped rather than paired with a later message (which
+        would then look as if it arrived early, its worker far faster than it is, and get chunks far
+        too big)."""
         now = time.time()
         if len(self._takes) >= MAX_UNSTAMPED:
             self._takes.clear()  # bounded: a forgotten take only makes an unstamped result count as now
         self._takes[user] = (self._takes.get(user, (now, now))[1], now)
-        owed = self._unstamped.pop(user, 0)
-        while owed and arrivals:
+        owed, taken = self._unstamped.pop(user, (0, now))
+        while owed and arrivals and arrivals[0] <= taken + STAMP_GRACE:
             arrivals.popleft()
             owed -= 1
+        if now > taken + STAMP_GRACE:
+            owed = 0  # what is still owed will not come (pushed before the listener listened)
         stamped = []
         for raw in batch:
             arrived = arrivals.popleft() if arrivals else None
@@ -250,7 +259,7 @@ class Collector:
         if owed:
             if len(self._unstamped) >= MAX_UNSTAMPED:
                 self._unstamped.clear()  # bounded: a forgotten debt only makes a result count as now
-            self._unstamped[user] = owed
+            self._unstamped[user] = (owed, now)
         return stamped
 
     def handle(self, user: str, raw: bytes, arrived: float | None = None) -> str:

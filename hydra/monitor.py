@@ -42,6 +42,7 @@ from hydra.collector import Collector, record_error
 from hydra.dispatch import Dispatcher
 from hydra.errors import HydraError
 from hydra.events import Events
+from hydra.notifications import Notifications
 from hydra.scripts import job_script_keys
 from hydra.settings import Settings
 from hydra.workers import worker_summary
@@ -83,91 +84,6 @@ _EXTEND_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
-
-
-class Notifications:
-    """A thread that listens to Redis keyspace notifications and notes, as they arrive, which
-    outbox got a message (and when: the trusted side's clock times results, so time a message
-    waits in the outbox under load is not charged to the volunteer) and which heartbeat expired."""
-
-    def __init__(self, redis: Redis, db: int) -> None:
-        self.prefix = f"__keyspace@{db}__:"
-        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe(f"{self.prefix}{keys.PREFIX}:v:*:outbox", f"{self.prefix}{keys.PREFIX}:v:*:alive")
-        self._lock = threading.Lock()
-        self._arrivals: dict[str, collections.deque[float]] = {}
-        self._oldest: float | None = None  # when the oldest message heard and not yet handled came
-        self._dead: set[str] = set()
-        self._event = threading.Event()
-        self._closed = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._listen, name="hydra-notifications", daemon=True)
-
-    def start(self) -> Notifications:
-        self._thread.start()
-        return self
-
-    def _listen(self) -> None:
-        try:
-            while not self._closed.is_set():
-                message = self.pubsub.get_message(timeout=0.5)
-                if message is None:
-                    continue
-                channel = message["channel"].decode(errors="replace")
-                parsed = keys.parse_volunteer_key(channel[len(self.prefix) :])
-                if not parsed:
-                    continue
-                user, wid, kind = parsed
-                with self._lock:
-                    if kind == "outbox" and message["data"] == b"rpush":
-                        now = time.time()
-                        self._arrivals.setdefault(user, collections.deque()).append(now)
-                        self._oldest = self._oldest or now
-                    elif kind == "alive" and message["data"] == b"expired":
-                        self._dead.add(keys.worker_name(user, wid))
-                    else:
-                        continue
-                self._event.set()
-        except Exception as exc:  # the main loop sees it and reconnects
-            if not self._closed.is_set():
-                self.error = exc
-                self._event.set()
-
-    def wait(self, timeout: float) -> None:
-        self._event.wait(timeout)
-
-    def wake(self) -> None:
-        """End a :meth:`wait` now (the monitor is asked to stop)."""
-        self._event.set()
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise redis_lib.ConnectionError(f"lost the notification channel: {self.error}")
-
-    def take(self) -> tuple[set[str], dict[str, collections.deque[float]]]:
-        with self._lock:
-            dead, arrivals = self._dead, self._arrivals
-            self._dead, self._arrivals, self._oldest = set(), {}, None
-            self._event.clear()
-        return dead, arrivals
-
-    def put_back(self, arrivals: dict[str, collections.deque[float]]) -> None:
-        with self._lock:
-            for user, times in arrivals.items():
-                self._arrivals.setdefault(user, collections.deque()).extendleft(reversed(times))
-                if times:
-                    self._oldest = min(self._oldest or times[0], times[0])
-            self._event.set()
-
-    def backlog(self, now: float) -> float:
-        """Seconds the oldest message heard and not yet handled has waited (0 when none waits)."""
-        oldest = self._oldest
-        return max(0.0, now - oldest) if oldest is not None else 0.0
-
-    def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(Exception):
-            self.pubsub.close()
 
 
 @dataclass
@@ -289,7 +205,9 @@ class Monitor:
                 listener.put_back({u: arrivals[u] for rest in rounds[i:] for u in rest})
                 break
             try:
-                handled += self.collector.drain_many({user: arrivals[user] for user in group})
+                round_arrivals = {user: arrivals[user] for user in group}
+                listener.catch_up(round_arrivals)
+                handled += self.collector.drain_many(round_arrivals)
             except (redis_lib.ConnectionError, redis_lib.TimeoutError):
                 raise
             except Exception as exc:

@@ -38,6 +38,9 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
         assert run["monitor"]["passes"] > 0 and run["monitor"]["longest_pass_s"] > 0
         assert 0 < run["redis_cpu_share"] < 2
         assert run["memory_per_volunteer_bytes"] > 0
+        timing = run["monitor"]["result_timing"]
+        stamped = timing.get("late", {}).get("n", 0)
+        assert stamped > timing.get("late_unstamped", {}).get("n", 0), "most results timed by their arrival stamp"
     real = data["real_worker"]
     assert real["exact"] is True
     assert real["commands_per_chunk"] > 1 and real["redis_cpu_us_per_chunk"] > 0

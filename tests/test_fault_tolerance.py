@@ -72,6 +72,8 @@ def test_killed_worker_chunk_is_requeued_and_monitor_can_be_replaced(client, clu
     wait_until(lambda: client.zcard(keys.DEADLINES) >= 2, what="two running chunks")
     first_monitor.send_signal(signal.SIGKILL)
     first_monitor.wait()
+    # Its notification listener (a child process) notices and goes too: no orphan stays subscribed.
+    wait_until(lambda: client.execute_command("PUBSUB", "NUMPAT") == 0, 10, what="the listener of the killed monitor")
     cluster.kill_worker(cluster.workers[0])
     second_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
     try:
