@@ -840,7 +840,8 @@ def report(out: dict[str, Any]) -> str:
                 f"{r['chunk_work_s_p50']} s of work (p50; {r['chunk_seconds']} s asked); the monitor timed chunks "
                 f"at {_quantile_text(timing['measured_over_worked'])} × their work; results read late by "
                 f"{_quantile_text(stamped)} s where the listener had stamped them ({share:.0%}), "
-                f"{_quantile_text(unstamped)} s where not"
+                f"{_quantile_text(unstamped)} s where not; chunks started "
+                f"{_quantile_text(timing.get('start_wait', {}))} s after the monitor counts them startable"
             )
     if "real_worker" in out:
         cost = out["real_worker"]

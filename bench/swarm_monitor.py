@@ -80,6 +80,8 @@ def _time_results(method: Any) -> Any:
         if isinstance(worked, float) and worked > 0 and isinstance(done_at, float) and len(TIMING["late"]) < 200_000:
             TIMING["measured_over_worked"].append(max(arrived - max(item.at, last), 1e-3) / worked)
             TIMING["late" if item.arrived is not None else "late_unstamped"].append(arrived - done_at)
+            # From when the monitor counts the chunk as startable to when the volunteer started it.
+            TIMING["start_wait"].append(done_at - worked - max(item.at, last))
         return method(self, item, arrived, speed, work)
 
     return wrapper

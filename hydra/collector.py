@@ -516,9 +516,12 @@ class Collector:
         With ``top_up``, the same round trip reads what topping the workers up needs (their
         :meth:`Dispatcher.queue_state`, the jobs' peeks), returned by worker and by job."""
         pipe = self.redis.pipeline(transaction=False)
-        queued: list[Refused | int] = []  # where each item's own replies are (two, or one when topping up)
+        # Where each item's own replies are (two; one where its worker's held set is read whole, to top
+        # it up), or why it is refused already.
+        queued: list[Refused | int] = []
+        whole = [False] * len(items)  # which items' workers have their held set read whole
         shared: dict[tuple[str, ...], int] = {}  # where what items share (a job's, a worker's) is: read once
-        for item in items:
+        for i, item in enumerate(items):
             job_id, chunk_id, nonce = item.message.get("job"), item.message.get("chunk"), item.message.get("a")
             if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
                 queued.append(Refused("bad job id"))
@@ -528,8 +531,9 @@ class Collector:
                 continue
             item.job_id, item.chunk_id, item.nonce = job_id, str(chunk_id), nonce
             item.spec = self.dispatcher.spec(job_id)
+            whole[i] = top_up and item.spec is not None
             queued.append(len(pipe))
-            if not (top_up and item.spec is not None):  # else the worker's held set is read whole, below
+            if not whole[i]:
                 pipe.sismember(keys.held(item.name), keys.assignment(job_id, chunk_id, nonce))
             pipe.hget(keys.chunks(job_id), chunk_id)
             if ("job", job_id) not in shared:
@@ -554,11 +558,11 @@ class Collector:
 
         states = {name: replies[states_at + 4 * i : states_at + 4 * i + 4] for i, name in enumerate(names)}
         out: list[Refused | None] = []
-        for item, at in zip(items, queued, strict=True):
+        for item, at, whole_read in zip(items, queued, whole, strict=True):
             if isinstance(at, Refused):
                 out.append(at)
                 continue
-            if top_up and item.spec is not None:
+            if whole_read:
                 assignments = states[item.name][3]
                 if isinstance(assignments, Exception):
                     raise assignments

@@ -157,7 +157,7 @@ class Monitor:
                         self.run_pass()
                         next_pass = now + self.settings.monitor_interval
                     if self._ledger_backlog:
-                        self._sign_ledger(min(self._ledger_backlog, LEDGER_SLICE_MAX))
+                        self._sign_ledger(self._ledger_backlog)
                     if not self.serve_waiting(now) and not self._ledger_backlog:
                         listener.wait(max(0.0, next_pass - time.monotonic()))
                     self.handle_notifications(listener, budget=self.settings.monitor_interval)
@@ -348,13 +348,14 @@ class Monitor:
         self.dispatcher.fill(holder)
 
     def _sign_ledger(self, slice_size: int = LEDGER_SLICE) -> None:
-        """Fold new ledger entries (at least LEDGER_SLICE, up to ``slice_size``) into the Merkle tree
-        and the leaderboard, and sign a new head; notes how many more are waiting."""
+        """Fold new ledger entries (``slice_size``, kept between LEDGER_SLICE and LEDGER_SLICE_MAX)
+        into the Merkle tree and the leaderboard, and sign a new head; notes how many more wait."""
         from hydra import credit, ledger
 
         self._ledger_backlog = 0
+        batch = min(max(slice_size, LEDGER_SLICE), LEDGER_SLICE_MAX)
         try:
-            head = credit.monitor_pass(self.redis, self.ledger_key, batch=max(slice_size, LEDGER_SLICE))
+            head = credit.monitor_pass(self.redis, self.ledger_key, batch=batch)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError):
             raise
         except Exception as exc:  # the ledger must never stop the monitor
