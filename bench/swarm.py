@@ -407,7 +407,11 @@ async def run_one(
             swarm.start(parts[0])
             while operator.zcard(keys.LIVE) < n:
                 if time.monotonic() - started > 60 + n / 50:
-                    raise RuntimeError(f"only {operator.zcard(keys.LIVE)} of {n} volunteers joined")
+                    waiting = [operator.llen(keys.outbox(user)) for user in urls]
+                    raise RuntimeError(
+                        f"only {operator.zcard(keys.LIVE)} of {n} volunteers joined; {sum(waiting)} messages wait "
+                        f"unread in {sum(1 for w in waiting if w)} outboxes"
+                    )
                 if monitor.poll() is not None:
                     raise RuntimeError(f"the monitor exited; see {directory / 'monitor.log'}")
                 await asyncio.sleep(0.2)
