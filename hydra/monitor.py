@@ -63,7 +63,7 @@ IDLE_BUDGET = 0.002
 # came at 1,100); a big slice also costs less per entry (its round trips, signature and head are
 # shared): 170 µs an entry in slices of 32, 69 µs in slices of 512, on the slower 2-core machine.
 # At 2,300-2,600 results a second (N = 10,000 on two cores) slices of 512 still left 37,000-50,000
-# entries unsigned at the job's end; slices of 2,048 left 400-600, for the same share of the loop.
+# entries unsigned at the job's end; slices of 2,048 left 0-600, for about the same share of the loop.
 LEDGER_SLICE = 32
 LEDGER_SLICE_MAX = 2048
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time).
