@@ -970,3 +970,39 @@ def test_arrival_stamps_are_taken_when_redis_tells_however_busy_the_monitors_loo
     assert stamps == sorted(stamps)
     for stamp, (before, after) in zip(stamps, pushed, strict=True):
         assert before <= stamp < after + 1.0
+
+
+def test_where_the_platform_cannot_fork_the_listener_is_a_thread_that_hears_the_same(client, monkeypatch):
+    """No fork (Windows): the listener runs as a thread, forwards the same lines, and ends with close."""
+    import multiprocessing
+    import threading
+
+    from hydra.monitor import enable_notifications
+    from hydra.notifications import Notifications
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    enable_notifications(client)
+    listener = Notifications(client, 0).start()
+    thread = listener._child
+    assert isinstance(thread, threading.Thread)
+    stamps: list[float] = []
+    dead: set[str] = set()
+    try:
+        before = time.time()
+        for _ in range(3):
+            client.rpush(keys.outbox("alice"), b"x")
+        client.set(keys.alive("alice", "w1"), 1, px=1)  # expires at once
+
+        def hear() -> bool:
+            gone, arrivals = listener.take()
+            dead.update(gone)
+            stamps.extend(arrivals.get("alice", ()))
+            return len(stamps) == 3 and bool(dead)
+
+        wait_until(hear, 10, what="the thread hearing three pushes and an expiry")
+    finally:
+        listener.close()
+    assert dead == {"alice/w1"}
+    assert all(before <= t <= time.time() for t in stamps)
+    assert not thread.is_alive()
