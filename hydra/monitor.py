@@ -74,6 +74,11 @@ IDLE_BATCH = 64
 DRAIN_ROUND_USERS = 64
 DRAIN_ROUND_MESSAGES = 100
 HOUSEKEEPING_SECONDS = 60.0
+# Notices are fire and forget (one sent while the listener's connection is re-made is lost, and a
+# swarm at N = 10,000 once left 50 hellos unread that way, their volunteer waiting for good): each
+# pass looks at this many volunteers' outboxes, in turn, and drains those that hold messages. So a
+# lost notice costs a wait of at most a round of all volunteers (about 12 s at 10,000), not forever.
+UNHEARD_PER_PASS = 200
 CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
 THROUGHPUT_WINDOW = 5.0
@@ -126,6 +131,7 @@ class Monitor:
         self.db = int(redis.connection_pool.connection_kwargs.get("db", 0) or 0)
         self._lease = redis.register_script(_EXTEND_LEASE)
         self._last_housekeeping = 0.0
+        self._unheard_round: list[str] = []  # volunteers whose outboxes the passes are yet to look at
         self._last_notify_check = time.time()
         self._last_summary = 0.0
         self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
@@ -236,11 +242,29 @@ class Monitor:
         for name, alive in zip(names, pipe.execute(), strict=True):
             if not alive:
                 self._safely(self.collector.gone, name, "vanished (heartbeat lost)")
-        users = {keys.split_worker(n)[0] for n in names}
-        with contextlib.suppress(redis_lib.ResponseError):
-            users |= {u.decode() if isinstance(u, bytes) else str(u) for u in self.redis.acl_users()}
+        users = {keys.split_worker(n)[0] for n in names} | set(self._volunteer_users())
         for user in users:
             self._safely(self.collector.drain, user)
+
+    def _volunteer_users(self) -> list[str]:
+        with contextlib.suppress(redis_lib.ResponseError):
+            return [u.decode() if isinstance(u, bytes) else str(u) for u in self.redis.acl_users()]
+        return []
+
+    def _drain_unheard(self) -> None:
+        """Drain the outboxes, among the next UNHEARD_PER_PASS volunteers in turn, that hold messages
+        the listener has not heard of (one whose notice is still on its way is drained a little
+        early: harmless)."""
+        if not self._unheard_round:
+            self._unheard_round = self._volunteer_users()
+        users, self._unheard_round = self._unheard_round[:UNHEARD_PER_PASS], self._unheard_round[UNHEARD_PER_PASS:]
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.llen(keys.outbox(user))
+        heard = self._listener.heard() if self._listener is not None else set()
+        for user, waiting in zip(users, pipe.execute(), strict=True):
+            if waiting and user not in heard:
+                self._safely(self.collector.drain, user)
 
     # -- the periodic pass --------------------------------------------------------------------------
     def run_pass(self) -> PassReport:
@@ -263,6 +287,7 @@ class Monitor:
         behind = self._listener.backlog(now) if self._listener is not None else 0.0
         self._check_deadlines(now, report, due_by=now - behind)
         self._safely(self.dispatcher.serve_idle, 1000, IDLE_BUDGET)
+        self._drain_unheard()
         for user in (u.decode() for u in self.redis.smembers(keys.QUARANTINE)):
             if self.redis.hlen(keys.vouched(user)) or self.redis.scard(keys.user_workers(user)):
                 self._safely(self.collector.quarantined, user)

@@ -159,6 +159,11 @@ class Notifications:
         if not self._arrivals:  # else the oldest may have moved out: the backlog reads long, not short
             self._oldest = None
 
+    def heard(self) -> set[str]:
+        """The volunteers with messages heard of and not yet handled."""
+        self._read()
+        return set(self._arrivals)
+
     def put_back(self, arrivals: dict[str, collections.deque[float]]) -> None:
         for user, times in arrivals.items():
             self._arrivals.setdefault(user, collections.deque()).extendleft(reversed(times))

@@ -1006,3 +1006,34 @@ def test_where_the_platform_cannot_fork_the_listener_is_a_thread_that_hears_the_
     assert dead == {"alice/w1"}
     assert all(before <= t <= time.time() for t in stamps)
     assert not thread.is_alive()
+
+
+def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_server):
+    """Keyspace notices are fire and forget (one sent while the listener reconnects is lost): a
+    volunteer's hello pushed with no notice sent is still read by the running monitor's passes,
+    which look at every volunteer's outbox in turn, not left waiting for its next message."""
+    import threading
+
+    from hydra.monitor import Monitor
+    from hydra.volunteers import add_volunteer
+    from tests.conftest import wait_until
+
+    add_volunteer(client, "alice", redis_server.url)
+    user = "volunteer-alice"
+    monitor = Monitor(client, Settings())
+    stop = threading.Event()
+    loop = threading.Thread(target=monitor.run, args=(stop,))
+    loop.start()
+    try:
+        wait_until(lambda: monitor._listener is not None, 30, what="the monitor listening")
+        flags = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        client.config_set("notify-keyspace-events", "")  # this push sends no notice
+        hello = {"t": "hello", "w": "w1", "tasks": {"pi": "1"}, "device": "cpu", "zone": "", "host": "h", "pid": 1}
+        client.rpush(keys.outbox(user), json.dumps(hello).encode() + b"\n")
+        client.config_set("notify-keyspace-events", flags)
+        wait_until(lambda: client.zscore(keys.LIVE, f"{user}/w1") is not None, 30, what="the hello read")
+        assert client.llen(keys.outbox(user)) == 0
+    finally:
+        stop.set()
+        monitor.wake()
+        loop.join(30)
