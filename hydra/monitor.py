@@ -75,7 +75,7 @@ DRAIN_ROUND_USERS = 64
 DRAIN_ROUND_MESSAGES = 100
 HOUSEKEEPING_SECONDS = 60.0
 # Notices are fire and forget (one sent while the listener's connection is re-made is lost, and a
-# swarm at N = 10,000 once left 50 hellos unread that way, their volunteer waiting for good): each
+# swarm at N = 10,000 once left 100 hellos unread that way, their volunteers waiting for good): each
 # pass looks at this many volunteers' outboxes, in turn, and drains those that hold messages. So a
 # lost notice costs a wait of at most a round of all volunteers (about 12 s at 10,000), not forever.
 UNHEARD_PER_PASS = 200
@@ -262,9 +262,9 @@ class Monitor:
         for user in users:
             pipe.llen(keys.outbox(user))
         heard = self._listener.heard() if self._listener is not None else set()
-        for user, waiting in zip(users, pipe.execute(), strict=True):
-            if waiting and user not in heard:
-                self._safely(self.collector.drain, user)
+        unheard = [user for user, waiting in zip(users, pipe.execute(), strict=True) if waiting and user not in heard]
+        if unheard:  # taken together, as the loop drains what it heard (no stamps: they were lost)
+            self._safely(self.collector.drain_many, dict.fromkeys(unheard))
 
     # -- the periodic pass --------------------------------------------------------------------------
     def run_pass(self) -> PassReport:
