@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import faulthandler
 import json
 import math
@@ -44,22 +43,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis as redis_lib
-import redis.asyncio as aioredis
-
 from bench.common import OUT, table
 from bench.nulltask import register
+from bench.swarm_sim import UNITS_PER_SECOND, Group
 from hydra import keys, ledger
 from hydra.connection import connect
 from hydra.local import LocalCluster, RedisServer, spawn, stop_process, stop_processes
 from hydra.queue import SubmitOptions, cancel, read_job, submit
 from hydra.volunteers import add_volunteer
 
-UNITS_PER_SECOND = 1000  # a simulated volunteer of speed 1 does one unit a millisecond
 USERS = 200  # ACL users (volunteers); their workers share one user beyond this many
 
 
@@ -97,139 +93,7 @@ class Snapshot:
     clients: int
     monitor_cpu: float
     own_cpu: float
-
-
-# -- the simulated volunteers -----------------------------------------------------------------------
-
-
-@dataclass
-class Sim:
-    wid: str
-    group: Group
-    speed: float = 1.0
-    welcomed: bool = False
-    heartbeat: float = 1.0
-    asked: collections.deque = field(default_factory=collections.deque)
-    work: asyncio.Queue = field(default_factory=asyncio.Queue)
-
-    def hello(self) -> None:
-        self.welcomed = False
-        self.asked.clear()
-        message = {
-            "t": "hello",
-            "w": self.wid,
-            "tasks": {"null": "1"},
-            "device": "cpu",
-            "zone": "",
-            "host": "swarm",
-            "pid": os.getpid(),
-            "cores": 1,
-        }
-        self.group.send(self, "hello", json.dumps(message, separators=(",", ":")).encode() + b"\n")
-
-    async def run(self) -> None:
-        while True:
-            chunk = await self.work.get()
-            seconds = chunk["count"] / UNITS_PER_SECOND / self.speed
-            await asyncio.sleep(seconds)
-            self.group.swarm.worked.append((time.monotonic(), seconds))
-            header = {
-                "t": "result",
-                "w": self.wid,
-                "job": chunk["job"],
-                "chunk": chunk["chunk"],
-                "a": chunk["a"],
-                "sums": {"n": chunk["count"]},
-                "seconds": round(seconds, 6),
-                "done_at": time.time(),
-            }
-            self.group.send(self, "result", json.dumps(header, separators=(",", ":")).encode() + b"\n")
-
-
-class Group:
-    """Volunteers sharing one ACL user: one receiving and one sending connection."""
-
-    def __init__(self, swarm: Swarm, url: str, user: str, wids: list[str]) -> None:
-        self.swarm = swarm
-        self.user = user
-        self.recv = aioredis.Redis.from_url(url)
-        self.conn = aioredis.Redis.from_url(url)
-        self.sims = {keys.inbox(user, w).encode(): Sim(w, self) for w in wids}
-        self.outbox = keys.outbox(user)
-        self.queue: list[tuple[Sim, str, bytes]] = []
-        self.wake = asyncio.Event()
-
-    def send(self, sim: Sim, kind: str, payload: bytes) -> None:
-        self.queue.append((sim, kind, payload))
-        self.wake.set()
-
-    async def sender(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            batch, self.queue = self.queue, []
-            pipe = self.conn.pipeline(transaction=False)
-            now = time.monotonic()
-            for sim, kind, payload in batch:
-                pipe.rpush(self.outbox, payload)
-                if kind == "result":
-                    sim.asked.append(now)
-                    self.swarm.results.append(now)
-            try:
-                await pipe.execute()
-            except redis_lib.ConnectionError:  # cut off by the monitor: the receiver counts it
-                return
-
-    async def receiver(self) -> None:
-        inboxes = list(self.sims)
-        while True:
-            try:
-                item = await self.recv.blpop(inboxes, timeout=1)
-            except redis_lib.ConnectionError:  # cut off by the monitor (CLIENT KILL USER)
-                self.swarm.disconnected += 1
-                return
-            if item is None:
-                continue
-            now = time.monotonic()
-            sim = self.sims[item[0]]
-            message = json.loads(item[1])
-            kind = message.get("t")
-            if kind == "chunk":
-                if sim.asked:
-                    asked = sim.asked.popleft()
-                    self.swarm.latencies.append((asked, now - asked))
-                sim.work.put_nowait(message)
-            elif kind == "welcome":
-                sim.heartbeat = float(message.get("heartbeat", 1.0))
-                sim.welcomed = True
-            elif kind == "stop":
-                self.swarm.stopped += 1
-
-    async def beater(self) -> None:
-        while True:
-            period = min((s.heartbeat for s in self.sims.values()), default=1.0)
-            await asyncio.sleep(period)
-            beating = [s for s in self.sims.values() if s.welcomed]
-            if not beating:
-                continue
-            pipe = self.conn.pipeline(transaction=False)
-            for sim in beating:
-                pipe.pexpire(keys.alive(self.user, sim.wid), int(sim.heartbeat * 3000))
-            try:
-                replies = await pipe.execute()
-            except redis_lib.ConnectionError:  # cut off by the monitor: the receiver counts it
-                return
-            for sim, alive in zip(beating, replies, strict=True):
-                if not alive:
-                    self.swarm.lapsed += 1
-                    sim.hello()
-
-    def coroutines(self) -> list:
-        return [self.sender(), self.receiver(), self.beater(), *(s.run() for s in self.sims.values())]
-
-    async def close(self) -> None:
-        await self.recv.aclose()
-        await self.conn.aclose()
+    usec_by_command: dict[str, int]  # Redis CPU spent in each command so far (commands run by scripts too)
 
 
 def plan_groups(url_of_user: dict[str, str], n: int) -> list[tuple[str, str, list[str]]]:
@@ -266,15 +130,12 @@ class Swarm:
             await asyncio.sleep(0.05)
             self.max_lag = max(self.max_lag, time.monotonic() - started - 0.05)
 
-    def start(self, groups: list[tuple[str, str, list[str]]]) -> None:
-        for user, url, wids in groups:
-            self.groups.append(Group(self, url, user, wids))
+    async def start(self, groups: list[tuple[str, str, list[str]]]) -> None:
+        self.groups = [Group(self, url, user, wids) for user, url, wids in groups]
+        await asyncio.gather(*(group.open() for group in self.groups))
         self.tasks.append(asyncio.create_task(self.lag_watch()))
         for group in self.groups:
-            self.tasks += [asyncio.create_task(c) for c in group.coroutines()]
-        for group in self.groups:
-            for sim in group.sims.values():
-                sim.hello()
+            group.start()
 
     def start_helpers(self, parts: list[list[tuple[str, str, list[str]]]], directory: Path) -> None:
         """Run each part of the volunteers in a simulator process of its own (one Python process
@@ -328,8 +189,7 @@ class Swarm:
             task.cancel()
         await asyncio.wait(self.tasks, timeout=10)
         for group in self.groups:
-            with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(group.close(), 1)
+            group.close()
 
 
 # -- one run at N volunteers -------------------------------------------------------------------------
@@ -363,7 +223,7 @@ async def helper_main(spec_path: Path) -> None:
     """A simulator process beside the main one: runs its volunteers; on SIGUSR2 writes its figures."""
     spec = json.loads(spec_path.read_text())
     swarm = Swarm()
-    swarm.start([(user, url, wids) for user, url, wids in spec["groups"]])
+    await swarm.start([(user, url, wids) for user, url, wids in spec["groups"]])
     asked = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, asked.set)
     await asked.wait()
@@ -404,7 +264,7 @@ async def run_one(
             groups = plan_groups(urls, n)
             parts = [groups[i::procs] for i in range(max(1, min(procs, len(groups))))]
             swarm.start_helpers(parts[1:], directory)
-            swarm.start(parts[0])
+            await swarm.start(parts[0])
             while operator.zcard(keys.LIVE) < n:
                 if time.monotonic() - started > 60 + n / 50:
                     waiting = [operator.llen(keys.outbox(user)) for user in urls]
@@ -463,6 +323,7 @@ async def _measure(
                 int(info["connected_clients"]),
                 process_cpu(monitor.pid) + sum(process_cpu(m.pid) for m in swarm.monitors),
                 swarm.cpu_seconds(),
+                {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in operator.info("commandstats").items()},
             )
         )
 
@@ -545,6 +406,17 @@ async def _measure(
         "simulator_cpu_share": (last.own_cpu - first.own_cpu) / span,
         # Results between the two snapshots, the helpers' included (known only once they answered).
         "redis_cpu_us_per_chunk": _per(last.redis_cpu - first.redis_cpu, between, 1e6),
+        # Redis's own account of where that CPU went, by command (EVALSHA includes the commands its
+        # scripts run, which are also counted under their own names).
+        "redis_us_per_chunk_by_command": dict(
+            sorted(
+                (
+                    (k, round(v / max(between, 1), 2))
+                    for k, v in _delta(last.usec_by_command, first.usec_by_command).items()
+                ),
+                key=lambda kv: -kv[1],
+            )[:14]
+        ),
         "monitor_cpu_us_per_chunk": _per(last.monitor_cpu - first.monitor_cpu, between, 1e6),
         "memory_per_volunteer_bytes": (max(s.used_memory for s in snapshots) - before_users) / n,
         # Of which connection buffers (the simulator's connections are shared by a group).
@@ -831,6 +703,9 @@ def report(out: dict[str, Any]) -> str:
         if commands:
             top = ", ".join(f"{name} {v}" for v, name in commands[:12])
             loop += f"; commands per chunk {sum(v for v, _ in commands):.2f} ({top})"
+        if r.get("redis_us_per_chunk_by_command"):
+            top = ", ".join(f"{k} {v}" for k, v in r["redis_us_per_chunk_by_command"].items())
+            loop += f"; Redis µs per chunk {r['redis_cpu_us_per_chunk']:.0f}, by command ({top})"
         lines.append(
             f"N={r['n']}: first monitor's loop: {loop or 'not measured'}; assignments planned in batches "
             f"{assigns['planned']}, then one by one {assigns['one_by_one']} ({why}); refused: {refused or 'none'}"

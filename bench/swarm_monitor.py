@@ -127,6 +127,17 @@ def _count_commands(method: Any, *, many: bool) -> Any:
     return wrapper
 
 
+def _count_packed(pack: Any) -> Any:
+    """:func:`_count_commands` for hiredis's ``pack_command``, which takes the command as one tuple."""
+
+    def wrapper(command: tuple[Any, ...]) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            LOOP[f"n:cmd:{_command_name(command)}"][int(time.monotonic())] += 1
+        return pack(command)
+
+    return wrapper
+
+
 def _loop(name: str, method: Any, *, main_thread_only: bool = False) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if main_thread_only and threading.current_thread() is not threading.main_thread():
@@ -230,6 +241,10 @@ def main() -> None:
     reader.send_packed_command = _count("round_trips", reader.send_packed_command)  # type: ignore[method-assign]
     reader.pack_command = _count_commands(reader.pack_command, many=False)  # type: ignore[method-assign]
     reader.pack_commands = _count_commands(reader.pack_commands, many=True)  # type: ignore[method-assign]
+    import hydra.connection
+
+    if hydra.connection.pack_command is not None:  # what LeanPipeline packs itself
+        hydra.connection.pack_command = _count_packed(hydra.connection.pack_command)
     profiler = cProfile.Profile() if args.profile else None
     try:
         if profiler:
