@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
@@ -33,7 +34,7 @@ from redis import Redis
 
 from hydra import keys
 from hydra.carbon import accounting
-from hydra.dispatch import Dispatcher, Peek, WorkerView
+from hydra.dispatch import DEPTH, PEEK_HEADS, Dispatcher, Peek, WorkerView
 from hydra.errors import InvalidInput
 from hydra.events import Events
 from hydra.scripts import Scripts, job_script_keys
@@ -170,8 +171,9 @@ class Collector:
 
         Their outboxes are taken in one round trip, and the results among them are handled as one
         batch (:meth:`results`: two round trips more), so the trusted side's round trips per result
-        shrink as more volunteers answer at once. A volunteer whose messages are not all results,
-        or whose outbox held more than one take, is drained on its own as well."""
+        shrink as more volunteers answer at once; so are the hellos of volunteers that sent only
+        hellos (:meth:`hellos`). A volunteer whose messages are of several kinds is handled on its
+        own, and one whose outbox held more than one take is drained on its own as well."""
         users = [user for user in arrivals if _plausible_user(user)]
         if len(users) <= 1:
             return sum(self.drain(user, arrivals[user]) for user in users)
@@ -180,7 +182,8 @@ class Collector:
             pipe.evalsha(self.scripts.take.sha, 2, keys.CUTOFF, keys.outbox(user), user, BATCH, MAX_OUTBOX)
         replies = pipe.execute(raise_on_error=False)
         handled = 0
-        together: list[tuple[str, list[tuple[bytes, float | None]], list[_Result]]] = []
+        together: list[tuple[str, list[tuple[bytes, float | None]], list[Any]]] = []  # results: _Result
+        joining: list[tuple[str, list[tuple[bytes, float | None]], list[Any]]] = []  # hellos: (user, wid, message)
         alone: list[str] = []  # drained on their own, after the batch
         for user, reply in zip(users, replies, strict=True):
             if isinstance(reply, redis_lib.exceptions.NoScriptError):  # Redis restarted: no script cache
@@ -198,12 +201,16 @@ class Collector:
             if all(parsed):
                 items = [_Result.of(user, *p, arrived) for p, (_, arrived) in zip(parsed, stamped, strict=True) if p]
                 together.append((user, stamped, items))
+            elif all(hellos := [_as_hello(raw) for raw, _ in stamped]):
+                joining.append((user, stamped, [(user, h[0], h[1]) for h in hellos if h]))
             elif "cut off" in self.handle_many(user, stamped):
                 continue
             if len(batch) == BATCH:
                 alone.append(user)
+        if joining:
+            self._together(joining, self.hellos, "hellos")
         if together:
-            self._results_together(together)
+            self._together(together, self._results, "results")
         for user in alone:  # (one cut off meanwhile finds its outbox refused by TAKE)
             handled += self.drain(user, arrivals[user])
         return handled
@@ -220,14 +227,19 @@ class Collector:
             return []
         return reply[2]
 
-    def _results_together(self, together: list[tuple[str, list[tuple[bytes, float | None]], list[_Result]]]) -> None:
-        """Several volunteers' results as one batch; if that batch crashes its handler, each
-        volunteer's messages are handled again on their own, so only the one whose messages crash it
-        is held to account (what was accepted before the crash is found settled then)."""
+    def _together(
+        self,
+        together: list[tuple[str, list[tuple[bytes, float | None]], list[Any]]],
+        handle: Callable[[list[Any]], Any],
+        what: str,
+    ) -> None:
+        """Several volunteers' results (or hellos) as one batch; if that batch crashes its handler,
+        each volunteer's messages are handled again on their own, so only the one whose messages
+        crash it is held to account (what was done before the crash is found settled then)."""
         try:
-            self._results([item for _, _, items in together for item in items])
+            handle([item for _, _, items in together for item in items])
         except Exception:
-            log.exception("collector: a batch of %d volunteers' results crashed its handler", len(together))
+            log.exception("collector: a batch of %d volunteers' %s crashed its handler", len(together), what)
             for user, stamped, _ in together:
                 self.handle_many(user, stamped)
 
@@ -269,34 +281,44 @@ class Collector:
     def handle_many(self, user: str, messages: list[tuple[bytes, float | None]]) -> list[str]:
         """Messages from ``user`` in order, with when each arrived; returns each one's outcome ('' for
         those left unread after the volunteer was cut off). Runs of results are handled together
-        (:meth:`results`). Never raises."""
+        (:meth:`results`), and so are runs of hellos (:meth:`hellos`). Never raises."""
         outcomes: list[str] = []
-        run: list[tuple[int, tuple[str, dict[str, Any], bytes, float | None]]] = []
+        results: list[tuple[int, Any]] = []  # (index, (wid, message, blob, arrived))
+        hellos: list[tuple[int, Any]] = []  # (index, (user, wid, message))
 
         def flush() -> None:
-            if not run:
-                return
-            try:
-                got = self.results(user, [r for _, r in run])
-            except Exception as exc:  # whatever a hostile batch does, the trusted side goes on
-                log.exception("collector: results from %s crashed their handler", user)
-                got = [self.strike(user, f"results could not be handled ({type(exc).__name__})")] * len(run)
-            for (i, _), outcome in zip(run, got, strict=True):
-                outcomes[i] = outcome
-            run.clear()
+            for run, handle, what in (
+                (results, lambda batch: self.results(user, batch), "results"),
+                (hellos, self.hellos, "hellos"),
+            ):
+                if not run:
+                    continue
+                try:
+                    got = handle([r for _, r in run])
+                except Exception as exc:  # whatever a hostile batch does, the trusted side goes on
+                    log.exception("collector: %s from %s crashed their handler", what, user)
+                    got = [self.strike(user, f"{what} could not be handled ({type(exc).__name__})")] * len(run)
+                for (i, _), outcome in zip(run, got, strict=True):
+                    outcomes[i] = outcome
+                run.clear()
 
         for raw, arrived in messages:
             outcomes.append("")
-            parsed = _as_result(raw)
-            if parsed:
-                run.append((len(outcomes) - 1, (*parsed, arrived)))
-                continue
-            flush()
-            if "cut off" in outcomes:
+            result = _as_result(raw)
+            hello = None if result else _as_hello(raw)
+            if (result and hellos) or (hello and results) or not (result or hello):
+                flush()  # a run ends: handled before this message, in order
+                if "cut off" in outcomes:
+                    break
+            if result:
+                results.append((len(outcomes) - 1, (*result, arrived)))
+            elif hello:
+                hellos.append((len(outcomes) - 1, (user, hello[0], hello[1])))
+            elif (outcome := self._handle_one(user, raw)) == "cut off":
+                outcomes[-1] = outcome
                 break
-            outcomes[-1] = self._handle_one(user, raw)
-            if outcomes[-1] == "cut off":
-                break
+            else:
+                outcomes[-1] = outcome
         flush()
         return outcomes
 
@@ -351,69 +373,125 @@ class Collector:
 
     # -- hello and goodbye --------------------------------------------------------------------------
     def hello(self, user: str, wid: str, message: dict[str, Any]) -> str:
-        name = keys.worker_name(user, wid)
-        tasks = message.get("tasks")
-        if (
-            not isinstance(tasks, dict)
-            or len(tasks) > 64
-            or not all(
-                isinstance(k, str) and isinstance(v, str) and len(k) < 64 and len(v) < 64 for k, v in tasks.items()
-            )
-        ):
-            raise Refused("hello: tasks must map task names to versions")
-        device = message.get("device") if message.get("device") in ("cpu", "cuda") else "cpu"
-        zone = str(message.get("zone") or "")[:32]
-        if not re.fullmatch(r"[A-Za-z0-9_-]*", zone):
-            raise Refused("hello: bad zone")
-        host = re.sub(r"[^A-Za-z0-9._-]", "?", str(message.get("host", "?")))[:64]
-        if self.redis.zscore(keys.LIVE, name) is None and self.redis.scard(keys.user_workers(user)) >= MAX_WORKERS:
-            raise Refused(f"hello: more than {MAX_WORKERS} live workers for one volunteer")
-        if self.redis.sismember(keys.QUARANTINE, user):
-            self.redis.rpush(
-                keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "this volunteer is quarantined"})
-            )
-            return "quarantined"
-        if self.redis.zscore(keys.LIVE, name) is not None:
+        """One worker's hello (a batch of one: see :meth:`hellos`)."""
+        return self.hellos([(user, wid, message)])[0]
+
+    def hellos(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        """Workers' hellos ``(user, wid, message)``, of one volunteer or many; returns each one's
+        outcome ('' for those left unread after their volunteer was cut off).
+
+        However many there are, they cost three round trips and their top-ups: one reads what every
+        check needs, one the cluster speeds that the volunteers' last measured speeds replace (only
+        where they have some), one writes every welcome; then :meth:`Dispatcher.fill_many` tops the
+        new workers up, two round trips for as many as one peek of a job plans for (32). When many volunteers join at
+        once (a deployment starts, or Redis came back and every heartbeat had lapsed) a worker joins
+        in a few round trips' worth of time, not ten. A worker's second hello in the same batch is
+        handled after the first, in a batch of its own, as it would be one message at a time."""
+        outcomes = [""] * len(batch)
+        cut: set[str] = set()
+        seen: set[str] = set()
+        later: list[int] = []  # second hellos of a worker already in this batch
+        joining: list[tuple[int, str, str, str, dict[str, Any]]] = []  # index, user, wid, name, record
+        for i, (user, wid, message) in enumerate(batch):
+            if user in cut:
+                continue
+            name = keys.worker_name(user, wid)
+            if name in seen:
+                later.append(i)
+                continue
+            try:
+                record = _hello_record(user, wid, message)
+            except Refused as exc:
+                outcomes[i] = self.strike(user, str(exc))
+                cut |= {user} if outcomes[i] == "cut off" else set()
+                continue
+            seen.add(name)
+            joining.append((i, user, wid, name, record))
+        users = list(dict.fromkeys(user for _, user, *_ in joining))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.LIVE)
+        for *_, name, _ in joining:
+            pipe.zscore(keys.LIVE, name)
+        for user in users:
+            pipe.scard(keys.user_workers(user))
+            pipe.sismember(keys.QUARANTINE, user)
+            pipe.hgetall(keys.volunteer(user))
+        replies = pipe.execute()
+        live_count, live = int(replies[0]), replies[1 : 1 + len(joining)]
+        per_user = replies[1 + len(joining) :]
+        workers = {user: int(per_user[3 * k]) for k, user in enumerate(users)}
+        quarantined = {user for k, user in enumerate(users) if per_user[3 * k + 1]}
+        priors = {user: _rates(per_user[3 * k + 2]) for k, user in enumerate(users)}
+
+        welcome: list[tuple[str, str, str, dict[str, Any]]] = []
+        stops: list[tuple[str, str]] = []
+        again: list[str] = []  # live workers saying hello again: what they held goes back first
+        for (i, user, wid, name, record), was_live in zip(joining, live, strict=True):
+            if user in cut:
+                continue
+            if was_live is None and workers[user] >= MAX_WORKERS:
+                outcomes[i] = self.strike(user, f"hello: more than {MAX_WORKERS} live workers for one volunteer")
+                cut |= {user} if outcomes[i] == "cut off" else set()
+            elif user in quarantined:
+                stops.append((user, wid))
+                outcomes[i] = "quarantined"
+            else:
+                workers[user] += was_live is None
+                again += [name] if was_live is not None else []
+                welcome.append((user, wid, name, record))
+                outcomes[i] = "hello"
+        for name in again:
             self.gone(name, "said hello again", count_attempt=False)
+        welcome = [w for w in welcome if w[0] not in cut]  # cut off by a later hello: gone already
+
+        # The volunteer's last measured speeds: its workers need no probe again, and they join the
+        # cluster's speeds (the sum by task, and the ranking by speed) in place of any they had.
+        rated = [
+            (name, field.decode()[5:], float(raw))
+            for user, _, name, _ in welcome
+            for field, raw in priors[user].items()
+        ]
+        olds: list[Any] = []
+        if rated:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, task, _ in rated:
+                pipe.zscore(keys.rates(task), name)
+            olds = pipe.execute()
+
         now = time.time()
-        prior = self.redis.hgetall(keys.volunteer(user))
-        pipe = self.redis.pipeline()
-        record = {
-            "user": user,
-            "wid": wid,
-            "host": host,
-            "device": device,
-            "zone": zone,
-            "tasks": json.dumps(tasks, sort_keys=True),
-            "pid": int(message["pid"]) if type(message.get("pid")) is int else 0,
-            "joined": now,
-            "last_seen": now,
-            "chunks": 0,
-        }
-        pipe.delete(keys.worker(name), keys.inbox(user, wid), keys.held(name))
-        pipe.hset(keys.worker(name), mapping=record)
-        for field, value in prior.items():  # the volunteer's last measured speeds: no probe again
-            if field.startswith(b"rate:"):
-                pipe.hset(keys.worker(name), field, value)
-        pipe.expire(keys.worker(name), WORKER_RECORD_TTL)
-        beat = self.heartbeat_interval()
+        beat = max(self.settings.heartbeat_interval, live_count / 20000)  # see heartbeat_interval
         # The worker refreshes it every `beat` seconds to 3 beats (Volunteer.beat): the same TTL here.
-        pipe.set(keys.alive(user, wid), 1, px=int(max(self.settings.heartbeat_ttl, 3 * beat) * 1000))
-        pipe.zadd(keys.LIVE, {name: now})
-        pipe.sadd(keys.user_workers(user), name)
-        pipe.hincrby(keys.COUNTS, f"device:{device}", 1)
-        pipe.hincrby(keys.COUNTS, f"zone:{zone or '?'}", 1)
-        for task, version in tasks.items():
-            pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
-            pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", 1)
-        welcome = {"t": "welcome", "worker": name, "heartbeat": beat}
-        pipe.rpush(keys.inbox(user, wid), json.dumps(welcome))
-        pipe.execute()
-        for field, value in prior.items():
-            if field.startswith(b"rate:"):
-                self._add_cluster_rate(field.decode()[5:], name, float(value))
-        self.dispatcher.fill(name)
-        return "hello"
+        alive_ms = int(max(self.settings.heartbeat_ttl, 3 * beat) * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for user, wid in stops:
+            pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "this volunteer is quarantined"}))
+        for user, wid, name, record in welcome:
+            pipe.delete(keys.worker(name), keys.inbox(user, wid), keys.held(name))
+            fields: dict[Any, Any] = {**record, "joined": now, "last_seen": now, "chunks": 0, **priors[user]}
+            pipe.hset(keys.worker(name), mapping=fields)
+            pipe.expire(keys.worker(name), WORKER_RECORD_TTL)
+            pipe.set(keys.alive(user, wid), 1, px=alive_ms)
+            pipe.zadd(keys.LIVE, {name: now})
+            pipe.sadd(keys.user_workers(user), name)
+            pipe.hincrby(keys.COUNTS, f"device:{record['device']}", 1)
+            pipe.hincrby(keys.COUNTS, f"zone:{record['zone'] or '?'}", 1)
+            for task, version in json.loads(record["tasks"]).items():
+                pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
+                pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", 1)
+            pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "welcome", "worker": name, "heartbeat": beat}))
+        for (name, task, rate), old in zip(rated, olds, strict=True):
+            pipe.zadd(keys.rates(task), {name: rate})
+            pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", rate - float(old or 0.0))
+        if len(pipe):
+            pipe.execute()
+        # Topped up as many at a time as one peek of a job can plan for (two round trips a group).
+        group = max(PEEK_HEADS // DEPTH, 1)
+        for start in range(0, len(welcome), group):
+            self.dispatcher.fill_many(dict.fromkeys((name for _, _, name, _ in welcome[start : start + group]), None))
+        if later:
+            for i, outcome in zip(later, self.hellos([batch[i] for i in later]), strict=True):
+                outcomes[i] = outcome
+        return outcomes
 
     def heartbeat_interval(self) -> float:
         """Seconds between heartbeats: 1 s, longer past 20,000 workers so heartbeats stay near 20,000/s."""
@@ -829,13 +907,6 @@ class Collector:
         clean = int(self.redis.hget(keys.volunteer(user), "clean") or 0)
         return _check_decision(mode, salt, clean, job_id, chunk_id, user)
 
-    def _add_cluster_rate(self, task: str, name: str, rate: float) -> None:
-        old = self.redis.zscore(keys.rates(task), name) or 0.0
-        pipe = self.redis.pipeline()
-        pipe.zadd(keys.rates(task), {name: rate})
-        pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", rate - old)
-        pipe.execute()
-
     def error(self, user: str, wid: str, message: dict[str, Any]) -> str:
         item = _Result.of(user, wid, message, b"", None)
         refused = self._read_assignments([item])[0][0]
@@ -920,8 +991,48 @@ def _check_decision(mode: bytes | None, salt: bytes | None, clean: int, job_id: 
     return int.from_bytes(h[:8], "big") / 2**64 < p
 
 
+def _hello_record(user: str, wid: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The worker record a hello asks for, as far as the message alone can tell; raises
+    :class:`Refused` for a hello no honest worker sends."""
+    tasks = message.get("tasks")
+    if (
+        not isinstance(tasks, dict)
+        or len(tasks) > 64
+        or not all(isinstance(k, str) and isinstance(v, str) and len(k) < 64 and len(v) < 64 for k, v in tasks.items())
+    ):
+        raise Refused("hello: tasks must map task names to versions")
+    device = message.get("device") if message.get("device") in ("cpu", "cuda") else "cpu"
+    zone = str(message.get("zone") or "")[:32]
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", zone):
+        raise Refused("hello: bad zone")
+    host = re.sub(r"[^A-Za-z0-9._-]", "?", str(message.get("host", "?")))[:64]
+    return {
+        "user": user,
+        "wid": wid,
+        "host": host,
+        "device": device,
+        "zone": zone,
+        "tasks": json.dumps(tasks, sort_keys=True),
+        "pid": int(message["pid"]) if type(message.get("pid")) is int else 0,
+    }
+
+
+def _rates(record: dict[bytes, bytes]) -> dict[Any, Any]:
+    """A volunteer record's last measured speeds: its ``rate:<task>`` fields."""
+    return {field: value for field, value in record.items() if field.startswith(b"rate:")}
+
+
 def _as_result(raw: bytes) -> tuple[str, dict[str, Any], bytes] | None:
     """``(wid, message, blob)`` if ``raw`` is a result message as far as its header shows."""
+    return _as_message(raw, "result")
+
+
+def _as_hello(raw: bytes) -> tuple[str, dict[str, Any], bytes] | None:
+    """``(wid, message, blob)`` if ``raw`` is a hello as far as its kind and worker id show."""
+    return _as_message(raw, "hello")
+
+
+def _as_message(raw: bytes, kind: str) -> tuple[str, dict[str, Any], bytes] | None:
     if len(raw) > MAX_MESSAGE:
         return None
     header, _, blob = raw.partition(b"\n")
@@ -931,7 +1042,7 @@ def _as_result(raw: bytes) -> tuple[str, dict[str, Any], bytes] | None:
         message = json.loads(header)
     except ValueError:
         return None
-    if not isinstance(message, dict) or message.get("t") != "result":
+    if not isinstance(message, dict) or message.get("t") != kind:
         return None
     wid = message.get("w")
     return (wid, message, blob) if isinstance(wid, str) and WORKER_ID.fullmatch(wid) else None

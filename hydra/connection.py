@@ -42,7 +42,8 @@ class LeanPipeline(redis.client.Pipeline):
     commands a result; redis-py's own path costs about 10 µs of CPU a command, this one about 4.
     Retries, reconnects and transactions are redis-py's own; a command this path does not know
     (a name of two words, a reply option) takes redis-py's path, as do a connection that fell
-    back to RESP2 (its replies need other callbacks) and a client without hiredis. ``tests/test_connection.py`` holds its replies to redis-py's.
+    back to RESP2 (its replies need other callbacks) and a client without hiredis.
+    ``tests/test_connection.py`` holds its replies to redis-py's.
     """
 
     def _execute_pipeline(self, connection: Any, commands: list, raise_on_error: bool) -> list:

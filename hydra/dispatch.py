@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ class Dispatcher:
         self.settings = settings
         self.scripts = scripts or Scripts(redis)
         self._specs: dict[str, JobSpec | None] = {}
-        self._active: tuple[float, list[str]] = (0.0, [])
+        self._active: tuple[float, list[str]] = (-math.inf, [])  # never fetched
         self._cluster_rates: dict[str, tuple[float, float]] = {}
         self.carbon = CarbonGate(redis)  # issue 17: carbon-aware jobs wait for cleaner zones and hours
 
@@ -181,7 +182,7 @@ class Dispatcher:
         return ids
 
     def forget_active(self) -> None:
-        self._active = (0.0, [])
+        self._active = (-math.inf, [])
 
     def spec(self, job_id: str) -> JobSpec | None:
         if job_id in self._specs:

@@ -1037,3 +1037,95 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
         stop.set()
         monitor.wake()
         loop.join(30)
+
+
+def hello_message(wid: str, **fields) -> bytes:
+    message = {"t": "hello", "w": wid, "tasks": {"pi": "1"}, "device": "cpu", "zone": "", "host": "h", "pid": 1}
+    return json.dumps({**message, **fields}).encode() + b"\n"
+
+
+def test_hellos_drained_together_share_their_round_trips(client, collector, monkeypatch):
+    """Many volunteers joining at once (a deployment starts; Redis came back and every heartbeat had
+    lapsed) share their round trips: 40 volunteers' hellos cost about what 10 volunteers' do."""
+    pi_job(client, samples=4000 * BLOCK)
+    client.hset(keys.volunteer("v0-0"), "rate:pi", 1234.5)  # a volunteer seen before: its speed is reused
+    client.rpush(keys.outbox("first"), hello_message("w1"))
+    collector.drain("first")  # Redis learns the scripts (a drain of many finding none drains one by one)
+    trips = round_trips_on(client, monkeypatch)
+    counted = []
+    for round_, n in enumerate((10, 40)):
+        users = [f"v{round_}-{i}" for i in range(n)]
+        for user in users:
+            client.rpush(keys.outbox(user), hello_message("w1"))
+        trips.clear()
+        assert collector.drain_many(dict.fromkeys(users)) == n
+        counted.append(len(trips))
+        assert client.zcard(keys.LIVE) == 1 + sum((10, 40)[: round_ + 1])
+        for user in users:
+            inbox = [json.loads(m) for m in client.lrange(keys.inbox(user, "w1"), 0, -1)]
+            assert [m["t"] for m in inbox] == ["welcome", "chunk", "chunk"], user
+    # Three round trips and a top-up of two per 32 workers (the second round has no known speeds to
+    # read, one round trip less); one by one, a hello made ten.
+    assert counted[0] <= 6 and counted[1] <= counted[0] + 2, counted
+    assert int(client.hget(keys.COUNTS, "task:pi")) == 51
+    assert float(client.hget(keys.worker("v0-0/w1"), "rate:pi")) == 1234.5
+    assert float(client.zscore(keys.rates("pi"), "v0-0/w1")) == 1234.5
+    assert float(client.hget(keys.COUNTS, "rate:pi")) == 1234.5
+
+
+def test_hellos_handled_together_leave_what_one_at_a_time_would(client, monkeypatch):
+    """The batch keeps every rule of a hello alone: the workers cap counts the batch's own hellos, a
+    quarantined volunteer is told to stop, a bad hello is refused alone, a worker saying hello twice
+    is counted once, and a volunteer's last speeds are reused. Redis ends as it would one by one."""
+    from hydra import collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_WORKERS", 3)
+    outboxes = {
+        "heads": [hello_message(f"h{i}") for i in range(5)],  # two past the cap
+        "alice": [hello_message("w1"), hello_message("w2", device="cuda", zone="NO"), hello_message("w1")],
+        "bob": [hello_message("w1", zone="$$$")],  # refused: a bad zone
+        "carol": [hello_message("w1", tasks={"pi": "1", "mandelbrot": "1"})],
+        "mallory": [hello_message("w1")],  # quarantined
+        **{f"u{i}": [hello_message("w1")] for i in range(6)},
+    }
+
+    def state(together: bool) -> dict:
+        client.flushdb()
+        pi_job(client, samples=400 * BLOCK)
+        client.hset(keys.volunteer("carol"), mapping={"rate:pi": 1000.0, "rate:mandelbrot": 20.5})
+        client.sadd(keys.QUARANTINE, "mallory")
+        collector = Collector(client, Settings())
+        for user, messages in outboxes.items():
+            client.rpush(keys.outbox(user), *messages)
+        if together:
+            collector.drain_many(dict.fromkeys(outboxes))
+        else:
+            for user, messages in outboxes.items():
+                client.delete(keys.outbox(user))
+                for message in messages:
+                    collector.handle(user, message)
+        live = sorted(m.decode() for m in client.zrange(keys.LIVE, 0, -1))
+        return {
+            "live": live,
+            "counts": client.hgetall(keys.COUNTS),
+            "workers": {u: sorted(client.smembers(keys.user_workers(u))) for u in outboxes},
+            "held": {name: client.scard(keys.held(name)) for name in live},
+            "inboxes": {
+                f"{u}/{m}": [json.loads(x)["t"] for x in client.lrange(keys.inbox(u, m), 0, -1)]
+                for u in ("mallory", "alice")
+                for m in ("w1", "w2")
+            },
+            "rates": {t: client.zrange(keys.rates(t), 0, -1, withscores=True) for t in ("pi", "mandelbrot")},
+            "carol": {k: v for k, v in client.hgetall(keys.worker("carol/w1")).items() if k.startswith(b"rate:")},
+            "refused": sorted(e.split(b" ", 1)[1] for e in client.lrange(keys.ERRORS, 0, -1)),
+        }
+
+    one_by_one, together = state(False), state(True)
+    assert together == one_by_one
+    assert together["workers"]["heads"] == [b"heads/h0", b"heads/h1", b"heads/h2"]
+    assert together["workers"]["bob"] == [] and together["workers"]["mallory"] == []
+    assert together["inboxes"]["mallory/w1"] == ["stop"]
+    assert together["counts"][b"device:cpu"] == b"%d" % (3 + 1 + 1 + 6) and together["counts"][b"device:cuda"] == b"1"
+    assert together["carol"] == {b"rate:pi": b"1000.0", b"rate:mandelbrot": b"20.5"}
+    assert sum(b"more than 3 live workers" in e for e in together["refused"]) == 2
+    assert sum(b"bad zone" in e for e in together["refused"]) == 1
