@@ -127,20 +127,28 @@ def _count_commands(method: Any, *, many: bool) -> Any:
     return wrapper
 
 
+# Commands LeanPipeline packed on the main thread, by (name as sent, second): folded into LOOP's
+# ``n:cmd:NAME`` counts by summary(), since the wrapper runs for every command the monitor sends.
+PACKED: collections.Counter[tuple[Any, int]] = collections.Counter()
+
+
 def _count_packed(pack: Any) -> Any:
     """:func:`_count_commands` for hiredis's ``pack_command``, which takes the command as one tuple."""
+    main, ident, clock = threading.main_thread().ident, threading.get_ident, time.monotonic
 
     def wrapper(command: tuple[Any, ...]) -> Any:
-        if threading.current_thread() is threading.main_thread():
-            LOOP[f"n:cmd:{_command_name(command)}"][int(time.monotonic())] += 1
+        if ident() == main:
+            PACKED[command[0], int(clock())] += 1
         return pack(command)
 
     return wrapper
 
 
 def _loop(name: str, method: Any, *, main_thread_only: bool = False) -> Any:
+    main, ident = threading.main_thread().ident, threading.get_ident
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if main_thread_only and threading.current_thread() is not threading.main_thread():
+        if main_thread_only and ident() != main:
             return method(*args, **kwargs)
         started = time.monotonic()
         try:
@@ -183,6 +191,9 @@ def _timed(name: str, method: Any) -> Any:
 
 
 def summary() -> dict[str, Any]:
+    for (name, second), n in PACKED.items():
+        LOOP[f"n:cmd:{_command_name((name,))}"][second] += n
+    PACKED.clear()
     passes = sorted(TIMINGS["pass"])
     batches = sorted(TIMINGS["notifications"])
     return {

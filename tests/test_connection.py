@@ -93,6 +93,14 @@ def test_a_failing_callback_drops_the_connection_rather_than_leave_replies_on_it
     assert client.llen("l") == 2
 
 
+def test_arguments_hiredis_does_not_pack_take_redis_py_path(client: redis_lib.Redis) -> None:
+    assert client.pipeline(transaction=False).set("k", bytearray(b"ab")).get("k").execute() == [True, b"ab"]
+    pipe = client.pipeline(transaction=False).set("k", True)
+    with pytest.raises(redis_lib.DataError, match="bool"):  # refused as redis-py refuses it
+        pipe.execute()
+    assert client.pipeline(transaction=False).client_list().execute()[0]  # a name of two words
+
+
 def test_transactions_and_scripts_take_redis_py_paths(client: redis_lib.Redis) -> None:
     script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     client.script_flush()  # the pipeline must load it again (NOSCRIPT is redis-py's to handle)
