@@ -33,7 +33,7 @@ from hydra.monitor import Monitor, Notifications
 
 TIMINGS: dict[str, list[float]] = {"pass": [], "notifications": [], "notified": []}
 # The parts of a pass (seconds each took), and those of the passes over 10 ms (the first 20).
-PARTS = ("_check_deadlines", "_emit", "_sign_ledger", "_housekeeping")
+PARTS = ("_check_deadlines", "_drain_unheard", "_emit", "_sign_ledger", "_housekeeping")
 CURRENT: dict[str, float] = {}
 SLOW: list[dict[str, float]] = []
 # Wall seconds of the main loop per part, per whole second of the monotonic clock.
@@ -232,6 +232,7 @@ def main() -> None:
     register()
     for part in PARTS:
         setattr(Monitor, part, _part(part, getattr(Monitor, part)))
+    Dispatcher.serve_idle = _part("serve_idle", Dispatcher.serve_idle)  # type: ignore[method-assign]
     Monitor.run_pass = _timed("pass", Monitor.run_pass)  # type: ignore[method-assign]
     Monitor.handle_notifications = _timed("notifications", Monitor.handle_notifications)  # type: ignore[method-assign]
     for name, owner, attr in (

@@ -150,9 +150,13 @@ def board_fold(pipe: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
     board = {name: _load(raw, name) for name, raw in current.items()}
     fold(board, (entry for _, entry in fresh))
 
+    added = sum((1 if entry.kind == "grant" else -1) * entry.credit for _, entry in fresh)
+
     def write(queued: Any, _: list[tuple[int, Entry]]) -> None:
         if board:
             queued.hset(ledger.BOARD, mapping={n: json.dumps(asdict(s)) for n, s in board.items()})
+            queued.zadd(ledger.RANK, {n: s.credit for n, s in board.items()})
+            queued.hincrby(ledger.TOTALS, "credit", added)
 
     return write
 
@@ -179,16 +183,70 @@ def leaderboard(redis: redis_lib.Redis, now: float | None = None, *, unsigned: b
 
 def credit_event(redis: redis_lib.Redis, top: int = TOP, *, unsigned: bool = True) -> dict[str, Any]:
     """The page's ``credit`` event and ``/api/credit`` body: the top volunteers and the latest head
-    (``unsigned=False``: standings as signed, without entries not folded yet)."""
-    rows = leaderboard(redis, unsigned=unsigned)
+    (``unsigned=False``: standings as signed, without entries not folded yet: read from the top of
+    the board, whatever its size, for the monitor's once-a-second event)."""
+    if unsigned:
+        rows = leaderboard(redis, unsigned=True)
+        volunteers, total = len(rows), round(sum(r["credit"] for r in rows), 3)
+    else:
+        rows, volunteers, total = signed_top(redis, top)
     head = ledger.latest_head(redis)
     return {
         "top": rows[:top],
-        "volunteers": len(rows),
-        "total_credit": round(sum(r["credit"] for r in rows), 3),
+        "volunteers": volunteers,
+        "total_credit": total,
         "entries": ledger.entry_count(redis),
         "head": {"size": head.size, "root": head.root, "timestamp": head.timestamp} if head else None,
     }
+
+
+# Volunteers tied with the last of the top read beyond it at most (ranked by recent credit, then
+# name, like the rest): past that many, the tie is broken by name alone.
+TIES_READ = 1000
+
+
+def signed_top(
+    redis: redis_lib.Redis, top: int = TOP, now: float | None = None
+) -> tuple[list[dict[str, Any]], int, float]:
+    """The ``top`` signed standings, ranked as :func:`ranked` ranks the whole board, with how many
+    volunteers the board holds and their total credit; reads ``top`` standings (and those tied with
+    the last), not the board. A board written before the rank existed is indexed once, here."""
+    for attempt in range(2):
+        pipe = redis.pipeline(transaction=False)
+        pipe.zcard(ledger.RANK).hlen(ledger.BOARD).hget(ledger.TOTALS, "credit")
+        pipe.zrevrange(ledger.RANK, max(top, 1) - 1, max(top, 1) - 1, withscores=True)
+        ranked_count, board_count, total, last = pipe.execute()
+        if ranked_count == board_count or attempt:
+            break
+        _index_board(redis)
+    floor = last[0][1] if last else "-inf"
+    names = [
+        n for n, _ in redis.zrevrangebyscore(ledger.RANK, "+inf", floor, start=0, num=top + TIES_READ, withscores=True)
+    ]
+    standings = {
+        n.decode(): _load(raw, n.decode())
+        for n, raw in zip(names, redis.hmget(ledger.BOARD, names) if names else [], strict=True)
+    }
+    return ranked(standings, now)[:top], int(ranked_count), round(int(total or 0) / MILLI, 3)
+
+
+def _index_board(redis: redis_lib.Redis) -> None:
+    """Build the rank and the total from the board (a board from before they existed), in one
+    transaction with the board as it stands: a signing meanwhile makes it start again."""
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(ledger.STATE)
+                board = {name.decode(): _load(raw, name.decode()) for name, raw in pipe.hgetall(ledger.BOARD).items()}
+                pipe.multi()
+                pipe.delete(ledger.RANK)
+                if board:
+                    pipe.zadd(ledger.RANK, {name: s.credit for name, s in board.items()})
+                pipe.hset(ledger.TOTALS, "credit", sum(s.credit for s in board.values()))
+                pipe.execute()
+                return
+            except redis_lib.WatchError:
+                continue
 
 
 # -- exports -------------------------------------------------------------------------------------

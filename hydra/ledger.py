@@ -30,6 +30,8 @@ hydra:ledger:level:<k>          string  hashes (32 bytes each, concatenated) of 
                                         perfect subtrees of 2**k leaves, k ≥ 4. monitor
 hydra:ledger:by:<volunteer>     list    leaf indices of a volunteer's entries. monitor never
 hydra:credit:board              hash    volunteer → standing JSON (:mod:`hydra.credit`) never
+hydra:credit:rank               zset    volunteer → credit (milli), with the board     never
+hydra:credit:totals             hash    ``credit``: the board's total (milli)          never
 ==============================  ======  =============================================  ======
 
 Cost: subtrees below 16 leaves are recomputed from entries (at most 16 hashes), so the cache
@@ -68,6 +70,10 @@ LEDGER = "hydra:ledger"
 HEADS = "hydra:ledger:heads"
 STATE = "hydra:ledger:state"
 BOARD = "hydra:credit:board"
+# The board's volunteers by credit (milli-credits) and its total, kept with it (hydra.credit), so
+# that the page's once-a-second standings read the top of the board, not all of it.
+RANK = "hydra:credit:rank"
+TOTALS = "hydra:credit:totals"
 
 
 def level_key(level: int) -> str:

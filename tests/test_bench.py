@@ -25,3 +25,19 @@ def test_quick_suite_produces_its_table_json_and_chart():
     assert {r["workload"].split()[0] for r in rows} == {"pi", "mandelbrot"}
     assert all(r["bare"] > 0 and r["hydra"] > 0 and r["dask"] > 0 for r in rows)
     assert (ROOT / "bench" / "out" / "suite.png").stat().st_size > 1000
+
+
+def test_board_bench_runs_and_its_two_reads_agree(tmp_path):
+    """bench.board exits non-zero if the top of the rank and the whole board rank differently."""
+    out = tmp_path / "board.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.board", "--sizes", "300,3000", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["volunteers"] for r in rows] == [300, 3000]
+    assert all(r["whole_board_ms"] > 0 and r["signed_top_ms"] > 0 for r in rows)

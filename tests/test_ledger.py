@@ -458,3 +458,39 @@ def test_the_ledger_survives_a_redis_restart_and_a_crash(tmp_path, key):
         c.close()
     finally:
         server.stop()
+
+
+def test_the_signed_top_reads_the_top_of_the_board_and_ranks_as_the_whole_board_would(client, key):
+    """The monitor's once-a-second credit event reads the top standings from the rank kept with the
+    board, not every volunteer's: same rows (ties included), count and total as the whole board."""
+    rng = random.Random(7)
+    volunteers = [f"v{i:03d}" for i in range(300)]
+    for round_ in range(4):
+        for i in range(400):
+            who = rng.choice(volunteers)
+            grant(client, who, i, rng.choice([500, 1000, 1000, 2000]), T0 + round_ * 3600 + i)
+        grant(client, rng.choice(volunteers), 0, 1000, T0 + round_ * 3600, kind="reverse")
+        while credit.monitor_pass(client, key, batch=97):
+            pass
+    now = T0 + 86400
+
+    def whole_board(top: int) -> tuple[list, int, float]:
+        rows = credit.ranked(credit.board(client, unsigned_limit=0), now)
+        return rows[:top], len(rows), round(sum(r["credit"] for r in rows), 3)
+
+    def hgetalls() -> int:
+        return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+    before = hgetalls()
+    for top in (1, 5, 20):
+        assert credit.signed_top(client, top, now) == whole_board(top)
+    assert hgetalls() == before + 3, "only whole_board read the whole board"
+    tied = [r["credit"] for r in whole_board(20)[0]]
+    assert len(set(tied)) < len(tied), "the top holds ties (ranked by recent credit, then name)"
+    event = credit.credit_event(client, top=5, unsigned=False)
+    assert event["volunteers"] == whole_board(5)[1] and event["total_credit"] == whole_board(5)[2]
+
+    # A board from before the rank existed is indexed once, then read as above.
+    client.delete(ledger.RANK, ledger.TOTALS)
+    assert credit.signed_top(client, 20, now) == whole_board(20)
+    assert client.zcard(ledger.RANK) == client.hlen(ledger.BOARD)
