@@ -290,9 +290,7 @@ class Monitor:
             # at N = 10,000 on two cores).
             self._idle_backoff = 0.0
         self._drain_unheard()
-        for user in (u.decode() for u in self.redis.smembers(keys.QUARANTINE)):
-            if self.redis.hlen(keys.vouched(user)) or self.redis.scard(keys.user_workers(user)):
-                self._safely(self.collector.quarantined, user)
+        self._clean_up_quarantined()
         self._emit()
         self._sign_ledger()
         if now - self._last_housekeeping > HOUSEKEEPING_SECONDS:
@@ -305,6 +303,22 @@ class Monitor:
             self.longest_pass = report.seconds
             self.redis.hset(keys.MONITOR_STATS, self.id, f"{report.seconds:.6f}")
         return report
+
+    def _clean_up_quarantined(self) -> None:
+        """Finish what quarantining a volunteer starts (its results redone, its workers stopped)
+        wherever it is unfinished. Quarantine is for good, so the set only grows: whether anything
+        is left is asked of every quarantined volunteer in one round trip, not two each."""
+        users = [u.decode() for u in self.redis.smembers(keys.QUARANTINE)]
+        if not users:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hlen(keys.vouched(user))
+            pipe.scard(keys.user_workers(user))
+        left = pipe.execute()
+        for i, user in enumerate(users):
+            if left[2 * i] or left[2 * i + 1]:
+                self._safely(self.collector.quarantined, user)
 
     def _check_deadlines(self, now: float, report: PassReport, due_by: float | None = None) -> None:
         """Act on the assignments whose deadline passed by ``due_by`` (default: now; at most

@@ -1129,3 +1129,28 @@ def test_hellos_handled_together_leave_what_one_at_a_time_would(client, monkeypa
     assert together["carol"] == {b"rate:pi": b"1000.0", b"rate:mandelbrot": b"20.5"}
     assert sum(b"more than 3 live workers" in e for e in together["refused"]) == 2
     assert sum(b"bad zone" in e for e in together["refused"]) == 1
+
+
+def test_a_pass_cleans_up_after_quarantine_in_the_same_round_trips_however_many_are_quarantined(client, monkeypatch):
+    """Quarantine is for good, so its set only grows: a pass asks every quarantined volunteer
+    whether anything is left to clean up in one round trip, and cleans up only where it is."""
+    from hydra.monitor import Monitor
+
+    monitor = Monitor(client, Settings())
+    pi_job(client)
+    mallory = FakeWorker(monitor.collector, "mallory")
+    mallory.hello()
+    monitor.run_pass()  # the lease, and what a first pass reads once
+    monitor.longest_pass = float("inf")  # a longest pass yet is recorded: one round trip more
+    trips = round_trips_on(client, monkeypatch)
+    counted = []
+    for quarantined in (10, 300):
+        client.sadd(keys.QUARANTINE, *(f"q{i}" for i in range(quarantined)))
+        trips.clear()
+        monitor.run_pass()
+        counted.append(len(trips))
+    assert counted[0] == counted[1], counted
+    client.sadd(keys.QUARANTINE, "mallory")  # quarantined with a live worker: stopped at the next pass
+    monitor.run_pass()
+    assert client.zscore(keys.LIVE, mallory.name) is None and client.scard(keys.held(mallory.name)) == 0
+    assert mallory.hello() == "quarantined" and [m["t"] for m in mallory.inbox()] == ["stop"]
