@@ -154,7 +154,7 @@ def board_fold(pipe: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
 
     def write(queued: Any, _: list[tuple[int, Entry]]) -> None:
         if board:
-            queued.hset(ledger.BOARD, mapping={n: json.dumps(asdict(s)) for n, s in board.items()})
+            queued.hset(ledger.BOARD, mapping={n: json.dumps(vars(s)) for n, s in board.items()})
             queued.zadd(ledger.RANK, {n: s.credit for n, s in board.items()})
             queued.hincrby(ledger.TOTALS, "credit", added)
 

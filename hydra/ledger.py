@@ -197,6 +197,33 @@ class RedisTree:
         self.pending: dict[tuple[int, int], bytes] = {}
         self._leaves: dict[int, bytes] = {}
         self._levels: dict[int, bytes] = {}
+        self._nodes: dict[tuple[int, int], bytes] = {}  # read ahead by prefetch
+
+    def prefetch(self, old: int, new: int) -> None:
+        """Read, in one round trip, the cached nodes that growing the tree from ``old`` to ``new``
+        leaves and hashing its root read: the left siblings of the new upper nodes, and one perfect
+        subtree per set bit of ``new`` (a pass read them one ``GETRANGE`` at a time: about ten
+        round trips, most of a pass's signing under load)."""
+        wanted: set[tuple[int, int]] = set()
+        level = BASE_LEVEL + 1
+        while new >> level:
+            for i in range(old >> level, new >> level):
+                wanted |= {(level - 1, 2 * i), (level - 1, 2 * i + 1)}
+            level += 1
+        start = 0
+        for level in range(new.bit_length() - 1, BASE_LEVEL - 1, -1):
+            if new >> level & 1:
+                wanted.add((level, start >> level))
+                start += 1 << level
+        wanted = {(level, index) for level, index in wanted if level not in self._levels}
+        if not wanted:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        order = sorted(wanted)
+        for level, index in order:
+            pipe.getrange(level_key(level), index * HASH_SIZE, (index + 1) * HASH_SIZE - 1)
+        # A node this pass computes itself is not cached yet (an empty reply): node() finds it pending.
+        self._nodes.update((node, value) for node, value in zip(order, pipe.execute(), strict=True) if value)
 
     def preload(self) -> RedisTree:
         level = BASE_LEVEL
@@ -235,6 +262,8 @@ class RedisTree:
         lo = index * HASH_SIZE
         if level in self._levels:
             value = self._levels[level][lo : lo + HASH_SIZE]
+        elif (level, index) in self._nodes:
+            value = self._nodes[level, index]
         else:
             value = self.redis.getrange(level_key(level), lo, lo + HASH_SIZE - 1)
         if len(value) != HASH_SIZE:
@@ -446,6 +475,7 @@ def sign_new_head(
             if len(raw) != new - raw_start:
                 raise LedgerError("the ledger shrank while it was read; it must be append-only")
             tree = RedisTree(pipe, old)
+            tree.prefetch(old, new)
             appended = tree.extend(old, new, raw, raw_start)
             root = merkle.root(tree, new)
             head = sign_head(key, new, root)

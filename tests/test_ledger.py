@@ -494,3 +494,38 @@ def test_the_signed_top_reads_the_top_of_the_board_and_ranks_as_the_whole_board_
     client.delete(ledger.RANK, ledger.TOTALS)
     assert credit.signed_top(client, 20, now) == whole_board(20)
     assert client.zcard(ledger.RANK) == client.hlen(ledger.BOARD)
+
+
+def test_signing_a_slice_costs_the_same_round_trips_whatever_the_ledger_s_size(client, key, monkeypatch):
+    """The cached nodes a new head needs (one per set bit of the size, and the siblings of new
+    upper nodes) are read in one round trip, not one GETRANGE each: a slice of 32 entries costs a
+    ledger of 300 entries what it costs one of 20,000, and the head is the one recomputed from all."""
+    import redis.connection
+
+    trips: list[int] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, *args, **kwargs):
+        trips[-1] += 1
+        return send(self, *args, **kwargs)
+
+    counts = []
+    for size in (300, 20_000):
+        client.flushdb()
+        entries = [
+            format_entry("grant", f"v{i % 50}", "j1", "pi", i, 8, 1000, f"{i:064x}", T0 + i) for i in range(size)
+        ]
+        client.rpush(ledger.LEDGER, *entries)
+        while credit.monitor_pass(client, key, batch=4096):
+            pass
+        grant(client, "late", 0)
+        for i in range(31):
+            grant(client, f"v{i}", size + i)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        trips.append(0)
+        head = credit.monitor_pass(client, key, batch=32)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+        counts.append(trips[-1])
+        memory = merkle.MemoryTree(client.lrange(ledger.LEDGER, 0, -1))
+        assert head is not None and head.size == size + 32 and head.root == merkle.root(memory, size + 32).hex()
+    assert counts[0] == counts[1] <= 8, counts
