@@ -70,25 +70,33 @@ def _float(value: Any) -> float:
 
 
 def worker_summary(redis: Redis) -> dict[str, Any]:
-    """Counts, the slowest and the newest workers: bounded whatever the number of workers."""
-    counts = {k.decode(): v.decode() for k, v in redis.hgetall(keys.COUNTS).items()}
+    """Counts, the slowest and the newest workers: bounded whatever the number of workers, and read
+    in four round trips (the monitor sends it once a second, from a pass: it took up to a dozen)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.COUNTS).zrevrange(keys.LIVE, 0, SHOWN - 1).zcard(keys.LIVE).zcard(keys.IDLE)
+    raw_counts, raw_newest, live, idle = pipe.execute()
     grouped: dict[str, dict[str, int]] = {"task": {}, "device": {}, "zone": {}}
-    for field, value in counts.items():
+    for field, value in ((k.decode(), v.decode()) for k, v in raw_counts.items()):
         kind, _, name = field.partition(":")
         if kind in grouped and int(_float(value)) > 0:
             grouped[kind][name] = int(_float(value))
     slowest: list[str] = []
-    for task in sorted(grouped["task"])[:8]:
-        slowest += [n.decode() for n in redis.zrange(keys.rates(task), 0, 1)]
-    newest = [n.decode() for n in redis.zrevrange(keys.LIVE, 0, SHOWN - 1)]
+    tasks = sorted(grouped["task"])[:8]
+    if tasks:
+        pipe = redis.pipeline(transaction=False)
+        for task in tasks:
+            pipe.zrange(keys.rates(task), 0, 1)
+        slowest = [n.decode() for names in pipe.execute() for n in names]
+    slowest, newest = list(dict.fromkeys(slowest))[:SHOWN], [n.decode() for n in raw_newest]
+    described = {row["name"]: row for row in _describe(redis, list(dict.fromkeys(slowest + newest)))}
     return {
-        "count": int(redis.zcard(keys.LIVE)),
-        "idle": int(redis.zcard(keys.IDLE)),
+        "count": int(live),
+        "idle": int(idle),
         "by_task": grouped["task"],
         "by_device": grouped["device"],
         "by_zone": grouped["zone"],
-        "slowest": _describe(redis, list(dict.fromkeys(slowest))[:SHOWN]),
-        "newest": _describe(redis, newest),
+        "slowest": [described[n] for n in slowest if n in described],
+        "newest": [described[n] for n in newest if n in described],
         "carbon": carbon_summary(redis),
     }
 

@@ -1154,3 +1154,30 @@ def test_a_pass_cleans_up_after_quarantine_in_the_same_round_trips_however_many_
     monitor.run_pass()
     assert client.zscore(keys.LIVE, mallory.name) is None and client.scard(keys.held(mallory.name)) == 0
     assert mallory.hello() == "quarantined" and [m["t"] for m in mallory.inbox()] == ["stop"]
+
+
+def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_size(client, collector, monkeypatch):
+    """The page's once-a-second ``workers`` event: counts by task and device, the newest and the
+    slowest few workers, in the same few round trips with 12 workers or 60."""
+    from hydra.workers import SHOWN, worker_summary
+
+    trips = round_trips_on(client, monkeypatch)
+    sizes, counted = [], []
+    joined: list[str] = []
+    for n in (12, 60):
+        while len(joined) < n:
+            worker = FakeWorker(collector, f"u{len(joined)}")
+            worker.hello()
+            joined.append(worker.name)
+            client.zadd(keys.LIVE, {worker.name: len(joined)})  # joined in this order
+            client.zadd(keys.rates("pi"), {worker.name: 1000.0 + len(joined)})
+        trips.clear()
+        summary = worker_summary(client)
+        counted.append(len(trips))
+        sizes.append(len(json.dumps(summary)))
+        assert summary["count"] == n and summary["by_task"] == {"pi": n, "mandelbrot": n}
+        assert summary["by_device"] == {"cpu": n}
+        assert [w["name"] for w in summary["newest"]] == joined[::-1][:SHOWN]
+        assert [w["name"] for w in summary["slowest"]] == joined[:2], "the two slowest at pi"
+    assert counted[0] == counted[1] <= 4, counted
+    assert sizes[1] < sizes[0] * 1.2, sizes
