@@ -383,10 +383,10 @@ class Collector:
         However many there are, they cost three round trips and their top-ups: one reads what every
         check needs, one the cluster speeds that the volunteers' last measured speeds replace (only
         where they have some), one writes every welcome; then :meth:`Dispatcher.fill_many` tops the
-        new workers up, two round trips for as many as one peek of a job plans for (32). When many volunteers join at
-        once (a deployment starts, or Redis came back and every heartbeat had lapsed) a worker joins
-        in a few round trips' worth of time, not ten. A worker's second hello in the same batch is
-        handled after the first, in a batch of its own, as it would be one message at a time."""
+        new workers up, two round trips for as many as one peek of a job plans for (32). When many
+        volunteers join at once (a deployment starts, or Redis came back and every heartbeat had
+        lapsed) a worker joins in a few round trips' worth of time, not ten. A worker's second hello
+        in the same batch is handled after the first, in a batch of its own, as one at a time."""
         outcomes = [""] * len(batch)
         cut: set[str] = set()
         seen: set[str] = set()
@@ -459,7 +459,7 @@ class Collector:
             olds = pipe.execute()
 
         now = time.time()
-        beat = max(self.settings.heartbeat_interval, live_count / 20000)  # see heartbeat_interval
+        beat = self.heartbeat_interval(live_count)
         # The worker refreshes it every `beat` seconds to 3 beats (Volunteer.beat): the same TTL here.
         alive_ms = int(max(self.settings.heartbeat_ttl, 3 * beat) * 1000)
         pipe = self.redis.pipeline(transaction=False)
@@ -493,9 +493,9 @@ class Collector:
                 outcomes[i] = outcome
         return outcomes
 
-    def heartbeat_interval(self) -> float:
-        """Seconds between heartbeats: 1 s, longer past 20,000 workers so heartbeats stay near 20,000/s."""
-        live = int(self.redis.zcard(keys.LIVE))
+    def heartbeat_interval(self, live: int) -> float:
+        """Seconds between heartbeats with ``live`` workers: 1 s, longer past 20,000 workers so
+        heartbeats stay near 20,000/s."""
         return max(self.settings.heartbeat_interval, live / 20000)
 
     def gone(self, name: str, reason: str, *, count_attempt: bool = True) -> int:

@@ -220,9 +220,7 @@ def signed_top(
             break
         _index_board(redis)
     floor = last[0][1] if last else "-inf"
-    names = [
-        n for n, _ in redis.zrevrangebyscore(ledger.RANK, "+inf", floor, start=0, num=top + TIES_READ, withscores=True)
-    ]
+    names = redis.zrevrangebyscore(ledger.RANK, "+inf", floor, start=0, num=top + TIES_READ)
     standings = {
         n.decode(): _load(raw, n.decode())
         for n, raw in zip(names, redis.hmget(ledger.BOARD, names) if names else [], strict=True)
