@@ -956,8 +956,8 @@ class Collector:
             )
         for name in (n.decode() for n in self.redis.smembers(keys.user_workers(user))):
             _, wid = keys.split_worker(name)
+            self.gone(name, "quarantined", count_attempt=False)  # (empties its inbox: the stop goes after)
             self.redis.rpush(keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "quarantined: a wrong result"}))
-            self.gone(name, "quarantined", count_attempt=False)
         if redone:
             record_error(self.redis, f"volunteer {user} quarantined: {redone} result(s) it alone vouched for redone")
             self.dispatcher.forget_active()

@@ -1153,7 +1153,8 @@ def test_a_pass_cleans_up_after_quarantine_in_the_same_round_trips_however_many_
     client.sadd(keys.QUARANTINE, "mallory")  # quarantined with a live worker: stopped at the next pass
     monitor.run_pass()
     assert client.zscore(keys.LIVE, mallory.name) is None and client.scard(keys.held(mallory.name)) == 0
-    assert mallory.hello() == "quarantined" and [m["t"] for m in mallory.inbox()] == ["stop"]
+    assert [m["t"] for m in mallory.inbox()] == ["stop"], "told to stop (its inbox emptied first)"
+    assert mallory.hello() == "quarantined"
 
 
 def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_size(client, collector, monkeypatch):
