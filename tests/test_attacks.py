@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rq import Queue
 
-from hydra import keys, scripts
+from hydra import keys, ledger, scripts
 from hydra.collector import MAX_MESSAGE, Collector
 from hydra.errors import InvalidInput
 from hydra.local import RedisServer, spawn, stop_process
@@ -135,6 +135,11 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("ACL", "SETUSER", me, "~*", "+@all"),
         ("HSET", keys.worker(honest), "user", me),
         ("RPUSH", keys.LEDGER, '{"kind":"grant","volunteer":"volunteer-mallory","credit":1000000}'),
+        # the standings the page shows: the board, its rank by credit and its total
+        ("HSET", ledger.BOARD, me, json.dumps({"volunteer": me, "credit": 10**12})),
+        ("ZADD", ledger.RANK, 10**12, me),
+        ("ZREM", ledger.RANK, "volunteer-alice"),
+        ("HINCRBY", ledger.TOTALS, "credit", 10**12),
         # the CO2 totals (a greener footprint than it has) and the counters ACCEPT moves
         ("HSET", job, "co2_mg", 0, "energy_j", 0),
         ("HINCRBY", keys.CARBON_VOLUNTEER, me, -(10**9)),
