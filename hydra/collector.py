@@ -407,6 +407,8 @@ class Collector:
                 continue
             seen.add(name)
             joining.append((i, user, wid, name, record))
+        if not joining:  # every one refused (and so no second hello waits): nothing to read
+            return outcomes
         users = list(dict.fromkeys(user for _, user, *_ in joining))
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(keys.LIVE)
