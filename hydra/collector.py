@@ -39,6 +39,7 @@ from hydra.errors import InvalidInput
 from hydra.events import Events
 from hydra.scripts import Scripts, job_script_keys
 from hydra.settings import Settings
+from hydra.tasks import known as known_task
 from hydra.tasks import reduce
 from hydra.tasks.base import ChunkResult
 
@@ -475,11 +476,8 @@ class Collector:
             pipe.set(keys.alive(user, wid), 1, px=alive_ms)
             pipe.zadd(keys.LIVE, {name: now})
             pipe.sadd(keys.user_workers(user), name)
-            pipe.hincrby(keys.COUNTS, f"device:{record['device']}", 1)
-            pipe.hincrby(keys.COUNTS, f"zone:{record['zone'] or '?'}", 1)
-            for task, version in json.loads(record["tasks"]).items():
-                pipe.hincrby(keys.COUNTS, f"task:{task}", 1)
-                pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", 1)
+            for field in _counted_as(record["device"], record["zone"], record["tasks"]):
+                pipe.hincrby(keys.COUNTS, field, 1)
             pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "welcome", "worker": name, "heartbeat": beat}))
         for (name, task, rate), old in zip(rated, olds, strict=True):
             pipe.zadd(keys.rates(task), {name: rate})
@@ -506,12 +504,12 @@ class Collector:
         info = self.redis.hgetall(keys.worker(name))
         if self.redis.zrem(keys.LIVE, name) and info:
             pipe = self.redis.pipeline()
-            pipe.hincrby(keys.COUNTS, f"device:{info.get(b'device', b'cpu').decode()}", -1)
-            pipe.hincrby(keys.COUNTS, f"zone:{info.get(b'zone', b'').decode() or '?'}", -1)
-            with contextlib.suppress(ValueError, AttributeError):
-                for task, version in json.loads(info.get(b"tasks", b"{}")).items():
-                    pipe.hincrby(keys.COUNTS, f"task:{task}", -1)
-                    pipe.hincrby(keys.COUNTS, f"version:{task}@{version}", -1)
+            fields = _counted_as(
+                info.get(b"device", b"cpu").decode(errors="replace"),
+                info.get(b"zone", b"").decode(errors="replace"),
+                info.get(b"tasks", b"{}"),
+            )
+            self.scripts.count_down(keys=[keys.COUNTS], args=fields, client=pipe)
             for field, value in info.items():
                 if field.startswith(b"rate:"):
                     pipe.hincrbyfloat(keys.COUNTS, field.decode(), -float(value))
@@ -1017,6 +1015,21 @@ def _hello_record(user: str, wid: str, message: dict[str, Any]) -> dict[str, Any
         "tasks": json.dumps(tasks, sort_keys=True),
         "pid": int(message["pid"]) if type(message.get("pid")) is int else 0,
     }
+
+
+def _counted_as(device: str, zone: str, tasks: str | bytes) -> list[str]:
+    """The ``hydra:counts`` fields a live worker is counted under: its device, its zone, and each
+    task it advertises that is installed here, with its version. A task the trusted side does not
+    have could never be given to it, and hellos may name any number of made-up ones."""
+    try:
+        advertised = json.loads(tasks)
+    except ValueError:
+        advertised = {}
+    fields = [f"device:{device}", f"zone:{zone or '?'}"]
+    for task, version in advertised.items() if isinstance(advertised, dict) else ():
+        if isinstance(task, str) and known_task(task):
+            fields += [f"task:{task}", f"version:{task}@{version}"]
+    return fields
 
 
 def _rates(record: dict[bytes, bytes]) -> dict[Any, Any]:

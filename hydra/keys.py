@@ -53,8 +53,9 @@ hydra:live                        zset    worker → joined time (alive workers)
 hydra:idle                        zset    worker → since, workers with room for work  members removed when
                                           that dispatch found nothing for             served or dead
 hydra:rates:<task>                zset    worker → measured rate (work/s)             member removed on death
-hydra:counts                      hash    live workers by device:<d>, zone:<z>,       kept
-                                          task:<t>
+hydra:counts                      hash    live workers by device:<d>, zone:<z>,       kept; a count field
+                                          task:<t>, version:<t>@<v> (tasks installed  is deleted at 0
+                                          here only); rate:<t>, done:<unit> totals
 hydra:volunteer:<user>            hash    clean results, state, reason, last rates    kept
 hydra:volunteer:<user>:workers    set     the volunteer's live workers                members removed on death
 hydra:vouched:<user>              hash    "<job>:<chunk>" → JSON of results accepted  result TTL
@@ -68,7 +69,8 @@ hydra:monitor:lease               string  id of the monitor that runs periodic p
 hydra:monitor:stats               hash    monitor id → its longest periodic pass (s)  kept
 hydra:emit:<job>                  string  gate that coalesces progress events         100 ms
 hydra:carbon:volunteer            hash    volunteer → mg CO2 of its accepted chunks   kept
-hydra:carbon:zone                 hash    grid zone → mg CO2 of the chunks run there  kept
+hydra:carbon:zone                 hash    grid zone → mg CO2 of the chunks run there  kept (1,000 zones at
+                                                                                      most, then unknown)
                                           (hydra.carbon.accounting)
 hydra:carbon:zone:energy          hash    zone → joules billed                        kept
 hydra:carbon:zone:rapl            hash    zone → joules of those billed at a power    kept

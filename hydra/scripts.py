@@ -452,6 +452,17 @@ return {last[2], redis.call('HGET', KEYS[2], last[1])}
 """
 
 
+# KEYS: 1 hydra:counts   ARGV: the fields a leaving worker was counted under
+# Takes one from each and deletes a field that reaches 0, so the hash holds what is live, not every
+# zone and version any hello ever named (the summary reads it whole once a second).
+COUNT_DOWN = """
+for _, field in ipairs(ARGV) do
+  if redis.call('HINCRBY', KEYS[1], field, -1) <= 0 then redis.call('HDEL', KEYS[1], field) end
+end
+return #ARGV
+"""
+
+
 class Scripts:
     """The scripts registered once on a connection (huey's pattern): call them by name."""
 
@@ -465,6 +476,7 @@ class Scripts:
         self.redo: Script = redis.register_script(REDO)
         self.take: Script = redis.register_script(TAKE)
         self.last_running: Script = redis.register_script(LAST_RUNNING)
+        self.count_down: Script = redis.register_script(COUNT_DOWN)
 
 
 @functools.lru_cache(maxsize=1024)

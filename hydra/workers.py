@@ -20,6 +20,7 @@ from hydra import keys
 from hydra.carbon.summary import carbon_summary
 
 SHOWN = 8
+SHOWN_GROUPS = 16  # tasks, devices and zones named in the summary; the rest are summed
 
 
 def _describe(redis: Redis, names: list[str], *, private: bool = False) -> list[dict[str, Any]]:
@@ -92,13 +93,23 @@ def worker_summary(redis: Redis) -> dict[str, Any]:
     return {
         "count": int(live),
         "idle": int(idle),
-        "by_task": grouped["task"],
-        "by_device": grouped["device"],
-        "by_zone": grouped["zone"],
+        "by_task": _largest(grouped["task"]),
+        "by_device": _largest(grouped["device"]),
+        "by_zone": _largest(grouped["zone"]),
         "slowest": [described[n] for n in slowest if n in described],
         "newest": [described[n] for n in newest if n in described],
         "carbon": carbon_summary(redis),
     }
+
+
+def _largest(counts: dict[str, int], limit: int = SHOWN_GROUPS) -> dict[str, int]:
+    """The ``limit`` largest groups, then one summing the rest: zones come from hellos, so a
+    summary holds a bounded number of them however many the live workers name."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown, rest = dict(ranked[:limit]), ranked[limit:]
+    if rest:  # no zone or task name holds a space or parentheses, so this label is no group's name
+        shown[f"other ({len(rest)})"] = sum(n for _, n in rest)
+    return shown
 
 
 def worker_page(redis: Redis, offset: int = 0, limit: int = 50, *, private: bool = False) -> dict[str, Any]:

@@ -721,3 +721,20 @@ def test_gate_holds_dirty_zone_workers_and_passes_jobs_without_the_flag() -> Non
     assert not gate.allows("green", "pi", 1e6, 100, "PL")
     clock.t = T0 + 24 * HOUR - 1200  # the deadline is near: every zone runs it
     assert gate.allows("green", "pi", 1e6, 100, "PL")
+
+
+def test_zones_past_the_cap_are_billed_as_unknown_and_known_zones_as_themselves(client):
+    """Zones come from hellos: once MAX_ZONES zones hold totals, a chunk from a new one is billed as
+    ``unknown`` (its CO2 still counts), so the totals the page reads once a second stay bounded."""
+    from hydra.carbon.accounting import MAX_ZONES, ChunkCarbon, add_to_totals
+
+    client.hset(keys.CARBON_ZONE, mapping={f"z{i}": 1 for i in range(MAX_ZONES)})
+    job_key = keys.job("capped")
+    for zone in ("z7", "brand-new", "another-new"):
+        add_to_totals(client, job_key, "alice", ChunkCarbon(1.0, 65.0, 400.0, 7, zone, "average", False))
+    assert client.hlen(keys.CARBON_ZONE) == MAX_ZONES + 1
+    assert int(client.hget(keys.CARBON_ZONE, "z7")) == 8
+    assert int(client.hget(keys.CARBON_ZONE, "unknown")) == 14
+    assert client.hget(keys.CARBON_ZONE, "brand-new") is None
+    assert int(client.hget(job_key, "co2_mg")) == 21
+    assert float(client.hget(keys.CARBON_ZONE_ENERGY, "unknown")) == 130.0

@@ -1182,3 +1182,45 @@ def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_si
         assert [w["name"] for w in summary["slowest"]] == joined[:2], "the two slowest at pi"
     assert counted[0] == counted[1] <= 4, counted
     assert sizes[1] < sizes[0] * 1.2, sizes
+
+
+def test_made_up_tasks_and_zones_in_hellos_never_grow_the_counts_or_the_summary(client, collector):
+    """Hellos are untrusted: a volunteer whose workers say hello again and again, each time with a
+    new zone and 63 tasks nobody installed, leaves in ``hydra:counts`` only what its live workers
+    are counted under (the summary reads it whole once a second), and the page's summary names at
+    most SHOWN_GROUPS zones, however many the live workers name."""
+    from hydra.workers import SHOWN_GROUPS, worker_summary
+
+    FakeWorker(collector, "alice").hello()
+    made_up = {f"made-up-{i}": "1" for i in range(63)} | {"pi": "2"}
+    workers = [FakeWorker(collector, "mallory", f"w{i}", tasks=made_up) for i in range(40)]
+    for round_ in range(5):
+        for i, worker in enumerate(workers):
+            hello = {"t": "hello", "w": worker.wid, "tasks": made_up, "device": "cpu", "zone": f"z{round_}-{i}"}
+            assert worker.send(hello) == "hello"
+    counts = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTS).items()}
+    assert counts == {
+        "device:cpu": 41,
+        "zone:?": 1,
+        **{f"zone:z4-{i}": 1 for i in range(40)},
+        "task:pi": 41,
+        "task:mandelbrot": 1,
+        "version:pi@1": 1,
+        "version:pi@2": 40,
+        "version:mandelbrot@1": 1,
+    }
+    summary = worker_summary(client)
+    assert summary["by_task"] == {"pi": 41, "mandelbrot": 1}
+    assert len(summary["by_zone"]) == SHOWN_GROUPS + 1 and sum(summary["by_zone"].values()) == 41
+    assert summary["by_zone"][f"other ({41 - SHOWN_GROUPS})"] == 41 - SHOWN_GROUPS
+    for worker in workers:
+        collector.gone(worker.name, "left")
+    counts = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTS).items()}
+    assert counts == {
+        "device:cpu": 1,
+        "zone:?": 1,
+        "task:pi": 1,
+        "task:mandelbrot": 1,
+        "version:pi@1": 1,
+        "version:mandelbrot@1": 1,
+    }

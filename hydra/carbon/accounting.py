@@ -33,7 +33,8 @@ Fields and keys (see :mod:`hydra.keys`):
 - ``hydra:carbon:zone`` (hash) ``<zone>`` → mg; ``hydra:carbon:zone:energy`` ``<zone>`` → joules,
   ``hydra:carbon:zone:rapl`` ``<zone>`` → joules billed at a measured power,
   ``hydra:carbon:zone:intensity`` ``<zone>`` → g/kWh of the zone's last billed chunk. These live as
-  long as the project (one field per zone a result came from; :mod:`hydra.carbon.summary` reads them).
+  long as the project (one field per zone a result came from, :data:`MAX_ZONES` at most: zones come
+  from hellos, so past that a new one is billed as ``unknown``; :mod:`hydra.carbon.summary` reads them).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ ESTIMATE_NOTE = (
     "location-based estimate: busy time × device power (configured, or the worker's RAPL reading "
     "within bounds) × grid intensity of the worker's zone"
 )
+MAX_ZONES = 1000  # grid zones kept apart in the zone totals (Electricity Maps knows about 350)
 JOB_FIELD = "co2_mg"
 ENERGY_FIELD = "energy_j"
 RAPL_ENERGY_FIELD = "energy_rapl_j"
@@ -204,6 +206,7 @@ def chunk_carbon(
 # a holds user, zone, mg, J, measured J, g/kWh. The ACCEPT script (hydra.scripts) calls it, so a
 # chunk's CO2 is billed atomically with its acceptance.
 LUA = """
+local MAX_ZONES = {MAX_ZONES}
 local function add_totals(k, a)
   local function num(key, field)
     local v = tonumber(redis.call('HGET', key, field))
@@ -219,6 +222,8 @@ local function add_totals(k, a)
     if type(reply) == 'table' and reply.err then add(key, field, tonumber(inc), fmt) end
   end
   local user, zone, mg, j, measured = a[1], a[2], a[3], a[4], a[5]
+  -- Zones come from hellos: past MAX_ZONES of them, a new one is billed as unknown.
+  if redis.call('HLEN', k[3]) >= MAX_ZONES and redis.call('HEXISTS', k[3], zone) == 0 then zone = 'unknown' end
   incr('HINCRBY', k[1], 'co2_mg', mg, '%d')
   incr('HINCRBYFLOAT', k[1], 'energy_j', j, '%.6f')
   incr('HINCRBY', k[2], user, mg, '%d')
@@ -231,6 +236,7 @@ local function add_totals(k, a)
   redis.call('HSET', k[6], zone, a[6])
 end
 """
+LUA = LUA.replace("{MAX_ZONES}", str(MAX_ZONES))
 _ADD_TOTALS = LUA + "add_totals(KEYS, ARGV)\nreturn 1\n"
 
 

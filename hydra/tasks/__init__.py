@@ -87,6 +87,12 @@ def _lookup(name: object) -> Task | None:
     return _load(name)
 
 
+def known(name: str) -> bool:
+    """Whether a task called ``name`` is installed here, without loading it (nor caching a miss:
+    names come from volunteers' hellos, which may make up any number of them)."""
+    return name in _points() or (installed.cache_info().currsize > 0 and name in installed())
+
+
 def get_task(name: str) -> Task:
     task = _lookup(name)
     if task is None:
