@@ -450,14 +450,14 @@ class Collector:
         # The volunteer's last measured speeds: its workers need no probe again, and they join the
         # cluster's speeds (the sum by task, and the ranking by speed) in place of any they had.
         rated = [
-            (name, field.decode()[5:], float(raw))
-            for user, _, name, _ in welcome
+            (name, record["zone"], field.decode()[5:], float(raw))
+            for user, _, name, record in welcome
             for field, raw in priors[user].items()
         ]
         olds: list[Any] = []
         if rated:
             pipe = self.redis.pipeline(transaction=False)
-            for name, task, _ in rated:
+            for name, _, task, _ in rated:
                 pipe.zscore(keys.rates(task), name)
             olds = pipe.execute()
 
@@ -479,9 +479,10 @@ class Collector:
             for field in _counted_as(record["device"], record["zone"], record["tasks"]):
                 pipe.hincrby(keys.COUNTS, field, 1)
             pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "welcome", "worker": name, "heartbeat": beat}))
-        for (name, task, rate), old in zip(rated, olds, strict=True):
+        for (name, zone, task, rate), old in zip(rated, olds, strict=True):
             pipe.zadd(keys.rates(task), {name: rate})
             pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", rate - float(old or 0.0))
+            pipe.hincrbyfloat(keys.COUNTS, keys.zone_rate(zone, task), rate - float(old or 0.0))
         if len(pipe):
             pipe.execute()
         # Topped up as many at a time as one peek of a job can plan for (two round trips a group).
@@ -504,16 +505,15 @@ class Collector:
         info = self.redis.hgetall(keys.worker(name))
         if self.redis.zrem(keys.LIVE, name) and info:
             pipe = self.redis.pipeline()
-            fields = _counted_as(
-                info.get(b"device", b"cpu").decode(errors="replace"),
-                info.get(b"zone", b"").decode(errors="replace"),
-                info.get(b"tasks", b"{}"),
-            )
-            self.scripts.count_down(keys=[keys.COUNTS], args=fields, client=pipe)
+            zone = info.get(b"zone", b"").decode(errors="replace")
+            fields = _counted_as(info.get(b"device", b"cpu").decode(errors="replace"), zone, info.get(b"tasks", b"{}"))
+            rates: list[Any] = []
             for field, value in info.items():
                 if field.startswith(b"rate:"):
-                    pipe.hincrbyfloat(keys.COUNTS, field.decode(), -float(value))
-                    pipe.zrem(keys.rates(field.decode()[5:]), name)
+                    task = field.decode()[5:]
+                    rates += [f"rate:{task}", value, keys.zone_rate(zone, task), value]
+                    pipe.zrem(keys.rates(task), name)
+            self.scripts.count_out(keys=[keys.COUNTS], args=[len(fields), *fields, *rates], client=pipe)
             pipe.execute()
         held = []
         for member in self.redis.smembers(keys.held(name)):
@@ -849,18 +849,21 @@ class Collector:
         before: dict[tuple[str, str], float] = {}
         for item in items:
             before.setdefault((item.name, item.spec.task.name), float(item.speed[1] or 0.0))
-        moved: dict[str, float] = {}
+        moved: dict[str, float] = {}  # total field → what the batch moved it by
         ranked: dict[str, dict[str, float]] = {}
         last: dict[tuple[str, str], float] = {}  # (volunteer, task) → the speed of its last worker here
-        for (name, task), ([arrived, rd, rs, rate, _device, _zone], _) in speeds.items():
+        for (name, task), ([arrived, rd, rs, rate, _device, zone], _) in speeds.items():
             record = {"last_result": arrived, "last_seen": arrived, f"rd:{task}": rd, f"rs:{task}": rs}
             pipe.hset(keys.worker(name), mapping={**record, f"rate:{task}": rate})
             ranked.setdefault(task, {})[name] = rate
             last[keys.split_worker(name)[0], task] = rate
-            moved[task] = moved.get(task, 0.0) + rate - before[name, task]
+            by_zone = keys.zone_rate((zone or b"").decode(errors="replace"), task)
+            for field in (f"rate:{task}", by_zone):
+                moved[field] = moved.get(field, 0.0) + rate - before[name, task]
         for task, rates in ranked.items():
             pipe.zadd(keys.rates(task), rates)
-            pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", moved[task])
+        for field, by in moved.items():
+            pipe.hincrbyfloat(keys.COUNTS, field, by)
         for (user, task), rate in last.items():
             pipe.hset(keys.volunteer(user), f"rate:{task}", rate)
 

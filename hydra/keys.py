@@ -53,9 +53,10 @@ hydra:live                        zset    worker → joined time (alive workers)
 hydra:idle                        zset    worker → since, workers with room for work  members removed when
                                           that dispatch found nothing for             served or dead
 hydra:rates:<task>                zset    worker → measured rate (work/s)             member removed on death
-hydra:counts                      hash    live workers by device:<d>, zone:<z>,       kept; a count field
-                                          task:<t>, version:<t>@<v> (tasks installed  is deleted at 0
-                                          here only); rate:<t>, done:<unit> totals
+hydra:counts                      hash    live workers by device:<d>, zone:<z>,       kept; a worker's
+                                          task:<t>, version:<t>@<v> (tasks installed  fields are deleted
+                                          here only); measured rates rate:<t> and     when they reach 0
+                                          zrate:<zone>:<t> (by zone); done:<unit>
 hydra:volunteer:<user>            hash    clean results, state, reason, last rates    kept
 hydra:volunteer:<user>:workers    set     the volunteer's live workers                members removed on death
 hydra:vouched:<user>              hash    "<job>:<chunk>" → JSON of results accepted  result TTL
@@ -190,6 +191,20 @@ def worker(name: str) -> str:
 
 def held(name: str) -> str:
     return f"{PREFIX}:held:{name}"
+
+
+def zone_rate(zone: str, task: str) -> str:
+    """The field of ``hydra:counts`` totalling the measured rates of ``task`` in ``zone`` ('' for
+    none): a zone holds no ':' (hellos are checked), so the field splits back at the first one."""
+    return f"zrate:{zone or '?'}:{task}"
+
+
+def parse_zone_rate(field: str) -> tuple[str, str] | None:
+    """``(zone, task)`` of a :func:`zone_rate` field, None for any other field."""
+    if not field.startswith("zrate:"):
+        return None
+    zone, _, task = field[6:].partition(":")
+    return ("" if zone == "?" else zone), task
 
 
 def rates(task: str) -> str:

@@ -452,14 +452,23 @@ return {last[2], redis.call('HGET', KEYS[2], last[1])}
 """
 
 
-# KEYS: 1 hydra:counts   ARGV: the fields a leaving worker was counted under
-# Takes one from each and deletes a field that reaches 0, so the hash holds what is live, not every
-# zone and version any hello ever named (the summary reads it whole once a second).
-COUNT_DOWN = """
-for _, field in ipairs(ARGV) do
-  if redis.call('HINCRBY', KEYS[1], field, -1) <= 0 then redis.call('HDEL', KEYS[1], field) end
+# KEYS: 1 hydra:counts   ARGV: n, the n fields a leaving worker was counted under, then (field, rate)
+# pairs of the measured rates it added to the totals.
+# Takes the worker out of the running totals and deletes a field that reaches 0 (a rate total, once
+# within float error of it), so the hash holds what is live, not every zone and version any hello
+# ever named: the summary reads it whole once a second.
+COUNT_OUT = """
+local n = tonumber(ARGV[1])
+for i = 2, n + 1 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
-return #ARGV
+for i = n + 2, #ARGV, 2 do
+  local rate = tonumber(ARGV[i + 1])
+  if tonumber(redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], -rate)) <= math.abs(rate) * 1e-9 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
 """
 
 
@@ -476,7 +485,7 @@ class Scripts:
         self.redo: Script = redis.register_script(REDO)
         self.take: Script = redis.register_script(TAKE)
         self.last_running: Script = redis.register_script(LAST_RUNNING)
-        self.count_down: Script = redis.register_script(COUNT_DOWN)
+        self.count_out: Script = redis.register_script(COUNT_OUT)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -27,11 +27,19 @@ def test_quick_suite_produces_its_table_json_and_chart():
     assert (ROOT / "bench" / "out" / "suite.png").stat().st_size > 1000
 
 
-def test_board_bench_runs_and_its_two_reads_agree(tmp_path):
-    """bench.board exits non-zero if the top of the rank and the whole board rank differently."""
-    out = tmp_path / "board.json"
+@pytest.mark.parametrize(
+    ("bench", "size", "reads"),
+    [
+        ("board", "volunteers", ("whole_board_ms", "signed_top_ms")),
+        ("pool", "workers", ("every_worker_ms", "totals_ms")),
+    ],
+)
+def test_a_read_that_grows_and_its_bounded_replacement_agree_in_their_bench(tmp_path, bench, size, reads):
+    """bench.board and bench.pool exit non-zero if their two reads (the whole board and the top of
+    the rank; every worker and the zone totals) give different answers."""
+    out = tmp_path / f"{bench}.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.board", "--sizes", "300,3000", "--json", str(out)],
+        [sys.executable, "-m", f"bench.{bench}", "--sizes", "300,3000", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -39,5 +47,5 @@ def test_board_bench_runs_and_its_two_reads_agree(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["volunteers"] for r in rows] == [300, 3000]
-    assert all(r["whole_board_ms"] > 0 and r["signed_top_ms"] > 0 for r in rows)
+    assert [r[size] for r in rows] == [300, 3000]
+    assert all(r[read] > 0 for r in rows for read in reads)

@@ -712,9 +712,9 @@ def test_gate_holds_dirty_zone_workers_and_passes_jobs_without_the_flag() -> Non
     clock = Clock(T0)
     signal = signal_of({"NO": [30.0] * 96, "PL": [700.0] * 96}, clock)
     r.hset(keys.job("green"), mapping={"units_total": 100, "units_done": 0, "carbon_deadline": T0 + 24 * HOUR})
-    for name, zone, rate in (("alice/1", "NO", 1e3), ("bob/1", "PL", 1e3)):
-        r.hset(keys.worker(name), mapping={"zone": zone})
-        r.zadd(keys.rates("pi"), {name: rate})
+    for zone, rate in (("NO", 1e3), ("PL", 1e3)):  # the totals the collector keeps
+        r.hset(keys.COUNTS, keys.zone_rate(zone, "pi"), rate)
+    r.hset(keys.COUNTS, keys.zone_rate("PL", "mandelbrot"), 5.0)
     gate = CarbonGate(r, signal, clock)
     assert gate.pool("pi", T0).capacity == {"NO": 1e3, "PL": 1e3}
     assert gate.allows("green", "pi", 1e6, 100, "NO")

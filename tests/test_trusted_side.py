@@ -1224,3 +1224,50 @@ def test_made_up_tasks_and_zones_in_hellos_never_grow_the_counts_or_the_summary(
         "version:pi@1": 1,
         "version:mandelbrot@1": 1,
     }
+
+
+def test_the_capacity_by_zone_is_kept_as_workers_join_speed_up_and_leave(client, collector):
+    """Carbon-aware dispatch weighs each zone's measured capacity. The collector keeps it as totals
+    (one read, whatever the number of workers) that always equal the measured rates of the live
+    workers summed by zone; a zone whose last worker left has no total left behind."""
+    from hydra.carbon.gate import CarbonGate
+
+    pi_job(client, samples=400 * BLOCK)
+    zones = {"a/w1": "NO", "a/w2": "NO", "b/w1": "PL", "c/w1": ""}
+    workers = {name: FakeWorker(collector, *keys.split_worker(name)) for name in zones}
+
+    def hello(name: str) -> None:
+        message = {"t": "hello", "w": workers[name].wid, "tasks": {"pi": "1"}, "device": "cpu", "zone": zones[name]}
+        assert workers[name].send(message) == "hello"
+
+    def by_zone() -> dict[str, float]:
+        live = {n.decode() for n in client.zrange(keys.LIVE, 0, -1)}
+        sums: dict[str, float] = {}
+        for name, rate in client.zrange(keys.rates("pi"), 0, -1, withscores=True):
+            assert name.decode() in live
+            sums[zones[name.decode()]] = sums.get(zones[name.decode()], 0.0) + rate
+        return sums
+
+    def kept() -> dict[str, float]:
+        totals = {}
+        for field, value in client.hgetall(keys.COUNTS).items():
+            if parsed := keys.parse_zone_rate(field.decode()):
+                totals[parsed[0]] = float(value)
+        return totals
+
+    for name in zones:
+        hello(name)
+    for round_ in range(4):
+        for worker in workers.values():
+            if chunk := worker.take():
+                worker.answer(chunk)
+        if round_ == 1:
+            collector.gone("b/w1", "left")  # PL's only worker
+            zones["a/w2"] = "SE"
+            hello("a/w2")  # says hello again from another zone: its volunteer's last speed comes along
+        expected = by_zone()
+        assert expected and kept().keys() == expected.keys(), (kept(), expected)
+        for zone, total in expected.items():
+            assert kept()[zone] == pytest.approx(total, rel=1e-9)
+    assert "PL" not in kept() and "SE" in kept()
+    assert CarbonGate(client).pool("pi", time.time()).capacity == pytest.approx(kept())

@@ -7,8 +7,10 @@ state only, each piece cached briefly so the dispatch path stays cheap:
 
 - the job: ``carbon_deadline`` (epoch seconds, fixed at submission) and its remaining work
   (``units_done`` of ``units_total`` of the task's total work), refreshed every second;
-- the pool: live capacity per zone for the job's task, the trusted side's measured rates
-  (``hydra:rates:<task>``) summed by each worker's zone (from its hello), refreshed every 5 s;
+- the pool: live capacity per zone for the job's task, the trusted side's measured rates summed by
+  each worker's zone (from its hello), refreshed every 5 s: the collector keeps those sums as
+  workers' speeds change, join and leave (``zrate:<zone>:<task>`` in ``hydra:counts``), so this is
+  one read however many workers there are;
 - ``ahead``: remaining work of other carbon-aware jobs of the same task with earlier deadlines;
 - the signal: the guarded source from ``HYDRA_CARBON_*`` (:func:`hydra.carbon.providers.signal_from_env`),
   built on the first carbon-aware job, so that deployments without one never touch it.
@@ -16,6 +18,7 @@ state only, each piece cached briefly so the dispatch path stays cheap:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -99,15 +102,12 @@ class CarbonGate:
             return cached[1]
         from hydra.carbon.policy import PoolView
 
-        rates = self.redis.zrange(keys.rates(task), 0, -1, withscores=True)
-        pipe = self.redis.pipeline(transaction=False)
-        for name, _ in rates:
-            pipe.hget(keys.worker(name.decode()), "zone")
-        zones = pipe.execute() if rates else []
         capacity: dict[str, float] = {}
-        for (_, rate), zone in zip(rates, zones, strict=True):
-            z = zone.decode() if zone else ""
-            capacity[z] = capacity.get(z, 0.0) + float(rate)
+        for field, value in self.redis.hgetall(keys.COUNTS).items():
+            parsed = keys.parse_zone_rate(field.decode(errors="replace"))
+            if parsed is not None and parsed[1] == task:
+                with contextlib.suppress(ValueError):
+                    capacity[parsed[0]] = max(float(value), 0.0)
         view = PoolView(capacity)
         self._pools[task] = (now, view)
         return view
