@@ -499,6 +499,27 @@ class Collector:
         heartbeats stay near 20,000/s."""
         return max(self.settings.heartbeat_interval, live / 20000)
 
+    def total_zone_rates(self) -> None:
+        """Write the capacity by zone (``zrate:<zone>:<task>``) from every live worker's rates, where
+        ``hydra:counts`` has rates but none by zone: a Redis from before the collector kept them. A
+        monitor does it at start; after that the totals move with every change, as ``rate:<task>`` does."""
+        fields = self.redis.hkeys(keys.COUNTS)
+        if any(f.startswith(b"zrate:") for f in fields) or not any(f.startswith(b"rate:") for f in fields):
+            return
+        names = [n.decode() for n in self.redis.zrange(keys.LIVE, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.worker(name))
+        totals: dict[str, float] = {}
+        for record in pipe.execute():
+            zone = record.get(b"zone", b"").decode(errors="replace")
+            for field, value in record.items():
+                if field.startswith(b"rate:"):
+                    by_zone = keys.zone_rate(zone, field.decode()[5:])
+                    totals[by_zone] = totals.get(by_zone, 0.0) + float(value)
+        if totals:
+            self.redis.hset(keys.COUNTS, mapping=totals)
+
     def gone(self, name: str, reason: str, *, count_attempt: bool = True) -> int:
         """The worker is gone (heartbeat expired, left, cut off): what it held goes back. Returns how many."""
         user, wid = keys.split_worker(name)

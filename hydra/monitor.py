@@ -240,6 +240,7 @@ class Monitor:
         for name, alive in zip(names, pipe.execute(), strict=True):
             if not alive:
                 self._safely(self.collector.gone, name, "vanished (heartbeat lost)")
+        self._safely(self.collector.total_zone_rates)
         users = {keys.split_worker(n)[0] for n in names} | set(self._volunteer_users())
         for user in users:
             self._safely(self.collector.drain, user)

@@ -1271,3 +1271,10 @@ def test_the_capacity_by_zone_is_kept_as_workers_join_speed_up_and_leave(client,
             assert kept()[zone] == pytest.approx(total, rel=1e-9)
     assert "PL" not in kept() and "SE" in kept()
     assert CarbonGate(client).pool("pi", time.time()).capacity == pytest.approx(kept())
+    before = kept()
+    client.hdel(keys.COUNTS, *(keys.zone_rate(zone, "pi") for zone in before))  # a Redis from before them
+    collector.total_zone_rates()  # what a monitor does at start
+    assert kept() == pytest.approx(before)
+    client.hset(keys.COUNTS, keys.zone_rate("NO", "pi"), 1.0)
+    collector.total_zone_rates()  # kept already: left as they are
+    assert kept()["NO"] == 1.0
