@@ -62,6 +62,8 @@ hydra:volunteer:<user>:workers    set     the volunteer's live workers          
 hydra:vouched:<user>              hash    "<job>:<chunk>" → JSON of results accepted  result TTL
                                           on this volunteer's word alone
 hydra:quarantine                  set     volunteers caught with a wrong result       kept (operator clears)
+hydra:quarantine:unfinished       zset    quarantined volunteer → when, until its     removed once clean
+                                          results are redone and its workers stopped  for 60 s (monitor)
 hydra:cutoff                      hash    volunteer → why it was cut off              kept
 hydra:volunteers                  set     names given ACL users (hydra volunteer)     removed on revoke
 hydra:ledger                      list    credit ledger entries (hydra.ledger)        kept
@@ -101,6 +103,7 @@ MONITOR_LEASE = f"{PREFIX}:monitor:lease"
 MONITOR_STATS = f"{PREFIX}:monitor:stats"
 VOLUNTEERS = f"{PREFIX}:volunteers"
 QUARANTINE = f"{PREFIX}:quarantine"
+QUARANTINE_UNFINISHED = f"{PREFIX}:quarantine:unfinished"
 CUTOFF = f"{PREFIX}:cutoff"
 LEDGER = f"{PREFIX}:ledger"
 CARBON_VOLUNTEER = f"{PREFIX}:carbon:volunteer"

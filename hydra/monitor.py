@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis as redis_lib
 from redis import Redis
@@ -77,6 +78,9 @@ HOUSEKEEPING_SECONDS = 60.0
 # pass looks at this many volunteers' outboxes, in turn, and drains those that hold messages. So a
 # lost notice costs a wait of at most a round of all volunteers (about 12 s at 10,000), not forever.
 UNHEARD_PER_PASS = 200
+# Quarantined volunteers whose clean-up a pass checks, and how long one stays checked once clean.
+QUARANTINE_PER_PASS = 100
+QUARANTINE_SETTLE = 60.0
 CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
 THROUGHPUT_WINDOW = 5.0
@@ -130,6 +134,7 @@ class Monitor:
         self._lease = redis.register_script(_EXTEND_LEASE)
         self._last_housekeeping = 0.0
         self._unheard_round: list[str] = []  # volunteers whose outboxes the passes are yet to look at
+        self._quarantine_size = -1  # the quarantine set's size when its volunteers were last all marked
         self._last_notify_check = time.time()
         self._last_summary = 0.0
         self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
@@ -307,19 +312,44 @@ class Monitor:
 
     def _clean_up_quarantined(self) -> None:
         """Finish what quarantining a volunteer starts (its results redone, its workers stopped)
-        wherever it is unfinished. Quarantine is for good, so the set only grows: whether anything
-        is left is asked of every quarantined volunteer in one round trip, not two each."""
-        users = [u.decode() for u in self.redis.smembers(keys.QUARANTINE)]
-        if not users:
+        wherever it is unfinished. Quarantine is for good, so the set only grows; a pass asks only
+        the volunteers ACCEPT marked when it quarantined them (``hydra:quarantine:unfinished``, by
+        when last seen unclean, up to QUARANTINE_PER_PASS of them), one command when there are
+        none. A volunteer leaves the mark once clean for QUARANTINE_SETTLE seconds: a hello read
+        just before its quarantine may still add a worker. When the quarantine set's size changes
+        (a volunteer quarantined by hand, a Redis from before the mark, a first pass), each of its
+        volunteers not marked yet is marked as clean long ago, to be checked once."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.QUARANTINE_UNFINISHED, 0, QUARANTINE_PER_PASS - 1, withscores=True)
+        marked, size = pipe.scard(keys.QUARANTINE).execute()
+        if size != self._quarantine_size:
+            if quarantined := self.redis.smembers(keys.QUARANTINE):
+                long_ago: dict[Any, float] = dict.fromkeys(quarantined, 0.0)
+                self.redis.zadd(keys.QUARANTINE_UNFINISHED, long_ago, nx=True)
+            self._quarantine_size = size
+            marked = self.redis.zrange(keys.QUARANTINE_UNFINISHED, 0, QUARANTINE_PER_PASS - 1, withscores=True)
+        if not marked:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for user in users:
-            pipe.hlen(keys.vouched(user))
-            pipe.scard(keys.user_workers(user))
+        for user, _ in marked:
+            pipe.hlen(keys.vouched(user.decode()))
+            pipe.scard(keys.user_workers(user.decode()))
         left = pipe.execute()
-        for i, user in enumerate(users):
+        now = time.time()
+        settled, unclean = [], {}
+        for i, (user, since) in enumerate(marked):
             if left[2 * i] or left[2 * i + 1]:
-                self._safely(self.collector.quarantined, user)
+                self._safely(self.collector.quarantined, user.decode())
+                unclean[user] = now  # to the back of the round, and watched a while longer
+            elif since < now - QUARANTINE_SETTLE:
+                settled.append(user)
+        pipe = self.redis.pipeline(transaction=False)
+        if settled:
+            pipe.zrem(keys.QUARANTINE_UNFINISHED, *settled)
+        if unclean:
+            pipe.zadd(keys.QUARANTINE_UNFINISHED, unclean, xx=True)
+        if len(pipe):
+            pipe.execute()
 
     def _check_deadlines(self, now: float, report: PassReport, due_by: float | None = None) -> None:
         """Act on the assignments whose deadline passed by ``due_by`` (default: now; at most

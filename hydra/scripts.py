@@ -244,6 +244,7 @@ if need > 1 then
       ledger('grant', u, c, d, now, task)
     else
       redis.call('SADD', KEYS[11], u)
+      redis.call('ZADD', '{UNFINISHED}', 'NX', now, u)  -- the monitor's passes finish what this starts
       redis.call('HSET', volunteer_key(u), 'state', 'quarantined', 'reason',
         'result of job ' .. job_id .. ' chunk ' .. ARGV[2] .. ' disagreed with ' .. need .. ' volunteers')
       table.insert(losers, u)
@@ -294,7 +295,7 @@ local reply = {outcome, at}
 for _, u in ipairs(losers) do table.insert(reply, u) end
 return reply
 """
-)
+).replace("{UNFINISHED}", keys.QUARANTINE_UNFINISHED)
 
 # ARGV: job, chunk, nonce, worker, now, reason, count_attempt ('0'/'1'), user
 # ``failed_by`` remembers when each volunteer failed the chunk: ASSIGN gives it to another volunteer

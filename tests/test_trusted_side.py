@@ -220,6 +220,7 @@ def test_a_disagreement_goes_to_a_third_volunteer_and_the_liar_is_quarantined(cl
     third.hello()
     assert third.answer(third.take()) == "accepted; job done"
     assert client.sismember(keys.QUARANTINE, "mallory")
+    assert client.zscore(keys.QUARANTINE_UNFINISHED, "mallory"), "marked for the passes to finish its clean-up"
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 4 * BLOCK)
     assert not [json.loads(e) for e in client.lrange(keys.LEDGER, 0, -1) if b"mallory" in e]
     # A quarantined volunteer's workers get nothing more.
@@ -1131,10 +1132,11 @@ def test_hellos_handled_together_leave_what_one_at_a_time_would(client, monkeypa
     assert sum(b"bad zone" in e for e in together["refused"]) == 1
 
 
-def test_a_pass_cleans_up_after_quarantine_in_the_same_round_trips_however_many_are_quarantined(client, monkeypatch):
-    """Quarantine is for good, so its set only grows: a pass asks every quarantined volunteer
-    whether anything is left to clean up in one round trip, and cleans up only where it is."""
-    from hydra.monitor import Monitor
+def test_a_pass_cleans_up_after_quarantine_where_unfinished_however_many_are_quarantined(client, monkeypatch):
+    """Quarantine is for good, so its set only grows: a pass checks only the volunteers whose
+    clean-up may be unfinished (each quarantined by hand is checked once, 100 a pass, then left),
+    in the same round trips however many are quarantined, and cleans up only where needed."""
+    from hydra.monitor import QUARANTINE_SETTLE, Monitor
 
     monitor = Monitor(client, Settings())
     pi_job(client)
@@ -1143,18 +1145,27 @@ def test_a_pass_cleans_up_after_quarantine_in_the_same_round_trips_however_many_
     monitor.run_pass()  # the lease, and what a first pass reads once
     monitor.longest_pass = float("inf")  # a longest pass yet is recorded: one round trip more
     trips = round_trips_on(client, monkeypatch)
-    counted = []
+    counted, settled = [], []
     for quarantined in (10, 300):
         client.sadd(keys.QUARANTINE, *(f"q{i}" for i in range(quarantined)))
+        for _ in range(quarantined // 100 + 1):  # each checked once
+            monitor.run_pass()
+        settled.append(client.zcard(keys.QUARANTINE_UNFINISHED))
         trips.clear()
         monitor.run_pass()
         counted.append(len(trips))
-    assert counted[0] == counted[1], counted
+    assert settled == [0, 0] and counted[0] == counted[1], (settled, counted)
     client.sadd(keys.QUARANTINE, "mallory")  # quarantined with a live worker: stopped at the next pass
     monitor.run_pass()
     assert client.zscore(keys.LIVE, mallory.name) is None and client.scard(keys.held(mallory.name)) == 0
     assert [m["t"] for m in mallory.inbox()] == ["stop"], "told to stop (its inbox emptied first)"
     assert mallory.hello() == "quarantined"
+    # Watched a while yet (a hello read before its quarantine may still add a worker), then left.
+    assert client.zscore(keys.QUARANTINE_UNFINISHED, "mallory") > time.time() - 5
+    client.zadd(keys.QUARANTINE_UNFINISHED, {"mallory": time.time() - QUARANTINE_SETTLE - 1})
+    for _ in range(4):  # the set grew: each of its 311 volunteers is checked once again, 100 a pass
+        monitor.run_pass()
+    assert client.zcard(keys.QUARANTINE_UNFINISHED) == 0
 
 
 def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_size(client, collector, monkeypatch):
