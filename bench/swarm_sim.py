@@ -103,6 +103,7 @@ class Sim:
         self.speed = 1.0
         self.welcomed = False
         self.heartbeat = 1.0
+        self.refreshed = -float("inf")  # when its heartbeat was last refreshed (monotonic seconds)
         self.asked: collections.deque[float] = collections.deque()  # when each unanswered result went out
         self.chunks: collections.deque[dict[str, Any]] = collections.deque()  # held, not yet started
         self.busy = False
@@ -151,6 +152,8 @@ class Sim:
         self.asked.append(now)
         swarm.results.append(now)
         self.group.push(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+        if self.welcomed and now - self.refreshed >= self.heartbeat / 2:  # as the real worker does
+            self.group.refresh(self, now)
         if self.chunks:
             self.start_next()
 
@@ -168,7 +171,7 @@ class Group:
         self.loop = asyncio.get_running_loop()
         self.recv: Connection | None = None
         self.conn: Connection | None = None
-        self.out: list[bytes] = []  # RPUSH commands written at the end of this turn of the loop
+        self.out: list[tuple[bytes, Callable[[Any], None] | None]] = []  # written at the end of this turn
         self.beat_timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
@@ -193,15 +196,23 @@ class Group:
             self.beat_timer.cancel()
 
     def push(self, payload: bytes) -> None:
+        self.send(encode("RPUSH", self.outbox, payload))
+
+    def refresh(self, sim: Sim, now: float) -> None:
+        """Refresh ``sim``'s heartbeat, on the way of what the group writes this turn."""
+        sim.refreshed = now
+        self.send(encode("PEXPIRE", sim.alive, int(sim.heartbeat * 3000)), self.beat_answer(sim))
+
+    def send(self, command: bytes, callback: Callable[[Any], None] | None = None) -> None:
         if not self.out:
             self.loop.call_soon(self.flush)
-        self.out.append(encode("RPUSH", self.outbox, payload))
+        self.out.append((command, callback))
 
     def flush(self) -> None:
         batch, self.out = self.out, []
         if self.conn is not None:
-            for command in batch:
-                self.conn.send(command)
+            for command, callback in batch:
+                self.conn.send(command, callback)
 
     def received(self, reply: list[bytes] | None) -> None:
         if self.recv is None:
@@ -220,20 +231,24 @@ class Group:
             sim.take(message)
         elif kind == "welcome":
             sim.heartbeat = float(message.get("heartbeat", 1.0))
+            sim.refreshed = now
             sim.welcomed = True
         elif kind == "stop":
             self.swarm.stopped += 1
 
     def schedule_beat(self) -> None:
         period = min((s.heartbeat for s in self.sims.values()), default=1.0)
-        self.beat_timer = self.loop.call_later(period, self.beat)
+        self.beat_timer = self.loop.call_later(period / 2, self.beat)
 
     def beat(self) -> None:
+        """The heartbeats a worker's own thread would send: those of volunteers whose results
+        refreshed nothing for one and a half periods."""
         if self.conn is None:
             return
+        now = time.monotonic()
         for sim in self.sims.values():
-            if sim.welcomed:
-                self.conn.send(encode("PEXPIRE", sim.alive, int(sim.heartbeat * 3000)), self.beat_answer(sim))
+            if sim.welcomed and now - sim.refreshed >= 1.5 * sim.heartbeat:
+                self.refresh(sim, now)
         self.schedule_beat()
 
     def beat_answer(self, sim: Sim) -> Callable[[int], None]:

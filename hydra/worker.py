@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -117,6 +118,7 @@ class Volunteer:
         self.busy = False
         self.rapl = rapl_files()  # readable RAPL package counters (HYDRA_RAPL_GLOB overrides where)
         self._result: bytes | None = None  # a result not pushed yet: it goes with the next BLPOP
+        self._refreshed = -math.inf  # when the heartbeat was last refreshed (monotonic seconds)
 
     # -- the outbox ---------------------------------------------------------------------------------
     def send(self, message: dict[str, Any], blob: bytes = b"") -> None:
@@ -139,15 +141,32 @@ class Volunteer:
 
     def next_message(self, timeout: float) -> Any:
         """The next inbox message (BLPOP's reply: None when none came in ``timeout`` seconds), pushing
-        the kept result, if any, in the same round trip."""
-        if self._result is None:
+        the kept result, if any, in the same round trip, and refreshing the heartbeat there once half
+        a period has passed since it was: an idle worker's heartbeat then costs no round trip of its
+        own, and a busy one's about half as many (the heartbeat thread beats only after one and a
+        half periods with no refresh)."""
+        sent = time.monotonic()
+        refresh = self.welcomed.is_set() and sent - self._refreshed >= self.heartbeat / 2
+        if self._result is None and not refresh:
             return self.redis.blpop([self.inbox], timeout=timeout)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(self.outbox, self._result)
+        if self._result is not None:
+            pipe.rpush(self.outbox, self._result)
+        if refresh:
+            pipe.pexpire(self.alive, int(self.heartbeat * 3000))
         pipe.blpop([self.inbox], timeout=timeout)
-        _, item = pipe.execute()
+        # Counted as refreshed from now (the heartbeat thread must not beat while BLPOP waits),
+        # and not at all if the round trip fails.
+        previous, self._refreshed = self._refreshed, (sent if refresh else self._refreshed)
+        try:
+            replies = pipe.execute()
+        except redis_lib.RedisError:
+            self._refreshed = previous
+            raise
         self._result = None
-        return item
+        if refresh and not replies[-2]:
+            self._lapsed()
+        return replies[-1]
 
     def hello(self) -> None:
         self.welcomed.clear()
@@ -172,16 +191,30 @@ class Volunteer:
         """Refresh the heartbeat; if the monitor let it lapse (or never made it), say hello again."""
         if not self.welcomed.is_set():
             return
+        sent = time.monotonic()
         if not self.redis.pexpire(self.alive, int(self.heartbeat * 3000)):
-            log.warning("worker %s/%s: heartbeat lapsed; saying hello again", self.user, self.wid)
-            self.hello()
+            self._lapsed()
+        else:
+            self._refreshed = max(self._refreshed, sent)
+
+    def _lapsed(self) -> None:
+        log.warning("worker %s/%s: heartbeat lapsed; saying hello again", self.user, self.wid)
+        self.hello()
 
     def _beat_forever(self) -> None:
-        while not self.stopping.wait(self.heartbeat):
+        """Beat whenever one and a half periods have passed with no refresh (here, or on the way of
+        the inbox's round trips, which refresh it every period while idle): the key lives three
+        periods, so it never lapses while the worker lives, busy in a kernel or not."""
+        wait = self.heartbeat
+        while not self.stopping.wait(wait):
+            wait = self._refreshed + 1.5 * self.heartbeat - time.monotonic()
+            if wait > 0.001 and self.welcomed.is_set():
+                continue
             try:
                 self.beat()
             except redis_lib.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            wait = self.heartbeat
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, *, burst: bool = False, idle_timeout: float = 1.0) -> None:
@@ -230,6 +263,7 @@ class Volunteer:
         kind = message.get("t")
         if kind == "welcome":
             self.heartbeat = min(max(float(message.get("heartbeat", 1.0)), 0.2), 60.0)
+            self._refreshed = time.monotonic()  # the monitor has just made the key, three periods long
             self.welcomed.set()
         elif kind == "stop":
             raise Revoked(f"stopped by the operator: {str(message.get('reason', ''))[:200]}")
