@@ -462,9 +462,10 @@ class Monitor:
         now = time.monotonic()
         if now - self._last_summary < 1.0:
             return
-        summary = worker_summary(self.redis)
+        counts = self.redis.hgetall(keys.COUNTS)  # read once for both events
+        summary = worker_summary(self.redis, counts)
         self.events.emit("workers", summary)
-        done = {k.decode()[5:]: float(v) for k, v in self.redis.hgetall(keys.COUNTS).items() if k.startswith(b"done:")}
+        done = {k.decode()[5:]: float(v) for k, v in counts.items() if k.startswith(b"done:")}
         # Throughput over the last few seconds: results land once per chunk (seconds apart), so a
         # one-second window would read zero between them.
         self._history.append((now, done))

@@ -70,12 +70,16 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-def worker_summary(redis: Redis) -> dict[str, Any]:
+def worker_summary(redis: Redis, counts: dict[bytes, bytes] | None = None) -> dict[str, Any]:
     """Counts, the slowest and the newest workers: bounded whatever the number of workers, and read
-    in four round trips (the monitor sends it once a second, from a pass: it took up to a dozen)."""
+    in four round trips (the monitor sends it once a second, from a pass: it took up to a dozen).
+    ``counts``: ``hydra:counts`` as the caller read it in the first (read here when None)."""
     pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(keys.COUNTS).zrevrange(keys.LIVE, 0, SHOWN - 1).zcard(keys.LIVE).zcard(keys.IDLE)
-    raw_counts, raw_newest, live, idle = pipe.execute()
+    if counts is None:
+        pipe.hgetall(keys.COUNTS)
+    pipe.zrevrange(keys.LIVE, 0, SHOWN - 1).zcard(keys.LIVE).zcard(keys.IDLE)
+    *read, raw_newest, live, idle = pipe.execute()
+    raw_counts = read[0] if counts is None else counts
     grouped: dict[str, dict[str, int]] = {"task": {}, "device": {}, "zone": {}}
     for field, value in ((k.decode(), v.decode()) for k, v in raw_counts.items()):
         kind, _, name = field.partition(":")
