@@ -531,9 +531,10 @@ class Collector:
             rates: list[Any] = []
             for field, value in info.items():
                 if field.startswith(b"rate:"):
-                    task = field.decode()[5:]
-                    rates += [f"rate:{task}", value, keys.zone_rate(zone, task), value]
+                    task = field.decode(errors="replace")[5:]
                     pipe.zrem(keys.rates(task), name)
+                    with contextlib.suppress(ValueError):  # a malformed record still lets go of its work
+                        rates += [f"rate:{task}", float(value), keys.zone_rate(zone, task), float(value)]
             self.scripts.count_out(keys=[keys.COUNTS], args=[len(fields), *fields, *rates], client=pipe)
             pipe.execute()
         held = []

@@ -1289,3 +1289,13 @@ def test_the_capacity_by_zone_is_kept_as_workers_join_speed_up_and_leave(client,
     client.hset(keys.COUNTS, keys.zone_rate("NO", "pi"), 1.0)
     collector.total_zone_rates()  # kept already: left as they are
     assert kept()["NO"] == 1.0
+
+
+def test_a_worker_whose_record_holds_a_garbage_rate_still_gives_its_work_back(client, collector):
+    job_id = pi_job(client)
+    worker = FakeWorker(collector, "alice")
+    worker.hello()
+    client.hset(keys.worker(worker.name), "rate:pi", "garbage")  # written by hand, or by another program
+    assert collector.gone(worker.name, "left") >= 1
+    assert client.zcard(keys.pending(job_id)) >= 1 and client.scard(keys.held(worker.name)) == 0
+    assert client.hget(keys.COUNTS, "task:pi") is None, "counted out all the same"
