@@ -332,13 +332,16 @@ class Monitor:
             return
         pipe = self.redis.pipeline(transaction=False)
         for user, _ in marked:
+            pipe.sismember(keys.QUARANTINE, user)
             pipe.hlen(keys.vouched(user.decode()))
             pipe.scard(keys.user_workers(user.decode()))
         left = pipe.execute()
         now = time.time()
         settled, unclean = [], {}
         for i, (user, since) in enumerate(marked):
-            if left[2 * i] or left[2 * i + 1]:
+            if not left[3 * i]:  # the operator let it out of quarantine: nothing to finish
+                settled.append(user)
+            elif left[3 * i + 1] or left[3 * i + 2]:
                 self._safely(self.collector.quarantined, user.decode())
                 unclean[user] = now  # to the back of the round, and watched a while longer
             elif since < now - QUARANTINE_SETTLE:

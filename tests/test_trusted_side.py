@@ -1166,6 +1166,14 @@ def test_a_pass_cleans_up_after_quarantine_where_unfinished_however_many_are_qua
     for _ in range(4):  # the set grew: each of its 311 volunteers is checked once again, 100 a pass
         monitor.run_pass()
     assert client.zcard(keys.QUARANTINE_UNFINISHED) == 0
+    # Let out of quarantine by the operator while still marked: its new worker is left alone.
+    client.srem(keys.QUARANTINE, "mallory")
+    client.zadd(keys.QUARANTINE_UNFINISHED, {"mallory": time.time()})
+    assert mallory.hello() == "hello"
+    for _ in range(4):  # the set shrank: each is checked once again
+        monitor.run_pass()
+    assert client.zscore(keys.LIVE, mallory.name) is not None
+    assert client.zscore(keys.QUARANTINE_UNFINISHED, "mallory") is None
 
 
 def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_size(client, collector, monkeypatch):
