@@ -59,6 +59,8 @@ DEFAULT_MEMORY_CAP = 2 * 1024**3
 DEFAULT_TIME_CAP = 3600.0
 ASSUMED_FAST_RATE = 1e10
 REDIS_PATIENCE = 300.0
+# The longest an idle worker's BLPOP waits: under redis-py's default read timeout (5 s since 8.0).
+IDLE_WAIT_MAX = 4.0
 
 
 def pick_device(wanted: str) -> str:
@@ -225,8 +227,12 @@ class Volunteer:
         idle_since = time.monotonic()
         try:
             while not self.stopping.is_set():
+                # Idle, it waits a heartbeat period (whose refresh goes with the wait), so that
+                # past 20,000 workers, where the monitor hands out longer periods, idle workers
+                # poll less often too; a signal stops a waiting worker at once.
+                wait = idle_timeout if burst else min(max(idle_timeout, self.heartbeat), IDLE_WAIT_MAX)
                 try:
-                    item = self.next_message(idle_timeout)
+                    item = self.next_message(wait)
                 except redis_lib.AuthenticationError:
                     raise
                 except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:

@@ -55,6 +55,16 @@ def test_an_idle_worker_beats_on_its_inbox_round_trips_and_a_busy_one_stays_aliv
         assert answer and json.loads(answer[1].partition(b"\n")[0])["t"] == "result", "not a hello again"
         assert client.pttl(worker.alive) > 0
         assert client.llen(worker.outbox) == 0
+
+        # A longer period (the monitor hands them out past 20,000 workers): idle, it polls as seldom.
+        client.set(worker.alive, 1, px=9000)  # as the monitor makes it with a welcome: three periods
+        client.rpush(worker.inbox, json.dumps({"t": "welcome", "worker": "default/w1", "heartbeat": 3.0}))
+        wait_until(lambda: worker.heartbeat == 3.0, timeout=10, what="the new period")
+        before = _stats(client)
+        threading.Event().wait(7.0)  # the window measured
+        reads, blpops, pexpires = (a - b for a, b in zip(_stats(client), before, strict=True))
+        assert 2 <= blpops <= 4 and pexpires >= 1, (blpops, pexpires)  # 7 or more polling each second
+        assert reads <= blpops + 2 and client.pttl(worker.alive) > 0, (reads, blpops, pexpires)
     finally:
         worker.stopping.set()
         runner.join(timeout=10)
