@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, table
+from bench.common import OUT, side_by_side, sizes
 from hydra import credit, ledger
 from hydra.connection import connect
 from hydra.local import RedisServer
@@ -55,17 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated board sizes")
     parser.add_argument("--json", type=Path, nargs="?", const=OUT / "board.json")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(float(x)) for x in args.sizes.split(",")]
-    except ValueError:
-        raise SystemExit("bench.board: --sizes takes comma-separated whole numbers") from None
     now = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()
         try:
             client = connect(server.url)
-            for n in sizes:
+            for n in sizes(args.sizes, "bench.board"):
                 fill(client, n)
                 whole = credit.ranked(credit.board(client, unsigned_limit=0), now)[:TOP]
                 if credit.signed_top(client, TOP, now)[0] != whole:
@@ -76,16 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             client.close()
         finally:
             server.stop()
-    print(
-        table(
-            [
-                [r["volunteers"], f"{r['whole_board_ms']:.2f}", f"{r['signed_top_ms']:.2f}"]
-                + [f"{r['whole_board_ms'] / r['signed_top_ms']:.0f}"]
-                for r in rows
-            ],
-            ["volunteers", "whole board ms", "top of the rank ms", "whole / top"],
-        )
-    )
+    header = ["volunteers", "whole board ms", "top of the rank ms", "whole / top"]
+    print(side_by_side(rows, "volunteers", "whole_board_ms", "signed_top_ms", header))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"top": TOP, "rows": rows}, indent=2))

@@ -75,6 +75,20 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def sizes(text: str, bench: str) -> list[int]:
+    """``--sizes`` as whole numbers (``1e5`` allowed); a clear one-line error otherwise."""
+    try:
+        return [int(float(x)) for x in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"{bench}: --sizes takes comma-separated whole numbers") from None
+
+
+def side_by_side(rows: Sequence[dict[str, Any]], size: str, slow: str, fast: str, header: Sequence[str]) -> str:
+    """The table of a benchmark that times a read that grows with what exists against its bounded
+    replacement, at each size, with their ratio."""
+    return table([[r[size], f"{r[slow]:.2f}", f"{r[fast]:.2f}", f"{r[slow] / r[fast]:.0f}"] for r in rows], header)
+
+
 def save(name: str, data: Any) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}.json"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.board import best_of
-from bench.common import OUT, table
+from bench.common import OUT, side_by_side, sizes
 from hydra import keys
 from hydra.carbon.gate import CarbonGate
 from hydra.connection import connect
@@ -64,16 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of live workers")
     parser.add_argument("--json", type=Path, nargs="?", const=OUT / "pool.json")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(float(x)) for x in args.sizes.split(",")]
-    except ValueError:
-        raise SystemExit("bench.pool: --sizes takes comma-separated whole numbers") from None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()
         try:
             client = connect(server.url)
-            for n in sizes:
+            for n in sizes(args.sizes, "bench.pool"):
                 fill(client, n)
                 summed, kept = every_worker(client), CarbonGate(client).pool("pi", time.time()).capacity
                 if summed.keys() != kept.keys() or any(not math.isclose(summed[z], kept[z]) for z in summed):
@@ -84,16 +80,8 @@ def main(argv: list[str] | None = None) -> None:
             client.close()
         finally:
             server.stop()
-    print(
-        table(
-            [
-                [r["workers"], f"{r['every_worker_ms']:.2f}", f"{r['totals_ms']:.2f}"]
-                + [f"{r['every_worker_ms'] / r['totals_ms']:.0f}"]
-                for r in rows
-            ],
-            ["live workers", "every worker ms", "the totals ms", "every worker / totals"],
-        )
-    )
+    header = ["live workers", "every worker ms", "the totals ms", "every worker / totals"]
+    print(side_by_side(rows, "workers", "every_worker_ms", "totals_ms", header))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"zones": len(ZONES), "rows": rows}, indent=2))
