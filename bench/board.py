@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, side_by_side, sizes
+from bench.common import OUT, side_by_side, sizes, write_json
 from hydra import credit, ledger
 from hydra.connection import connect
 from hydra.local import RedisServer
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
     header = ["volunteers", "whole board ms", "top of the rank ms", "whole / top"]
     print(side_by_side(rows, "volunteers", "whole_board_ms", "signed_top_ms", header))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"top": TOP, "rows": rows}, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, {"top": TOP, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, table
+from bench.common import OUT, table, write_json
 
 SEED = 2026
 IMPORTS = {
@@ -218,10 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table([[k, v] for k, v in out["imports_s"].items()], ["", "s"]))
     print("\nhydra --local, phase by phase (s from the start, one run):")
     print(table([[k, v] for k, v in out["hydra_phases_s"].items()], ["", "s"]))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

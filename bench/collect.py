@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, table
+from bench.common import OUT, table, write_json
 from bench.nulltask import register
 from hydra import keys
 from hydra.collector import Collector
@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for r in rows[1:]
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "over_first_row": ratios}, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, {"rows": rows, "over_first_row": ratios})
 
 
 if __name__ == "__main__":

@@ -89,6 +89,14 @@ def side_by_side(rows: Sequence[dict[str, Any]], size: str, slow: str, fast: str
     return table([[r[size], f"{r[slow]:.2f}", f"{r[fast]:.2f}", f"{r[slow] / r[fast]:.0f}"] for r in rows], header)
 
 
+def write_json(path: Path | None, data: Any) -> None:
+    """Write a benchmark's figures to ``path`` (its ``--json``), if one was asked for, and say so."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+        print(f"wrote {path}")
+
+
 def save(name: str, data: Any) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}.json"

@@ -13,7 +13,6 @@ read); checks that both give the same capacities, and prints the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.board import best_of
-from bench.common import OUT, side_by_side, sizes
+from bench.common import OUT, side_by_side, sizes, write_json
 from hydra import keys
 from hydra.carbon.gate import CarbonGate
 from hydra.connection import connect
@@ -82,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
     header = ["live workers", "every worker ms", "the totals ms", "every worker / totals"]
     print(side_by_side(rows, "workers", "every_worker_ms", "totals_ms", header))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"zones": len(ZONES), "rows": rows}, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, {"zones": len(ZONES), "rows": rows})
 
 
 if __name__ == "__main__":

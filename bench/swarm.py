@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, table
+from bench.common import OUT, table, write_json
 from bench.nulltask import register
 from bench.swarm_sim import UNITS_PER_SECOND, Group
 from hydra import keys, ledger
@@ -634,10 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     if profile and profile.exists():
         out["monitor_hot_spots"] = hot_spots(profile)
     print(report(out))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 def _run_line(row: dict[str, Any]) -> str:
