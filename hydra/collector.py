@@ -481,8 +481,9 @@ class Collector:
             pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "welcome", "worker": name, "heartbeat": beat}))
         for (name, zone, task, rate), old in zip(rated, olds, strict=True):
             pipe.zadd(keys.rates(task), {name: rate})
-            pipe.hincrbyfloat(keys.COUNTS, f"rate:{task}", rate - float(old or 0.0))
-            pipe.hincrbyfloat(keys.COUNTS, keys.zone_rate(zone, task), rate - float(old or 0.0))
+            moved = rate - float(old or 0.0)
+            for total in _rate_totals(zone, task):
+                pipe.hincrbyfloat(keys.COUNTS, total, moved)
         if len(pipe):
             pipe.execute()
         # Topped up as many at a time as one peek of a job can plan for (two round trips a group).
@@ -515,8 +516,9 @@ class Collector:
             zone = record.get(b"zone", b"").decode(errors="replace")
             for field, value in record.items():
                 if field.startswith(b"rate:"):
-                    by_zone = keys.zone_rate(zone, field.decode()[5:])
-                    totals[by_zone] = totals.get(by_zone, 0.0) + float(value)
+                    by_zone = keys.zone_rate(zone, field.decode(errors="replace")[5:])
+                    with contextlib.suppress(ValueError):  # a malformed record counts for nothing, as in gone
+                        totals[by_zone] = totals.get(by_zone, 0.0) + float(value)
         if totals:
             self.redis.hset(keys.COUNTS, mapping=totals)
 
@@ -534,7 +536,7 @@ class Collector:
                     task = field.decode(errors="replace")[5:]
                     pipe.zrem(keys.rates(task), name)
                     with contextlib.suppress(ValueError):  # a malformed record still lets go of its work
-                        rates += [f"rate:{task}", float(value), keys.zone_rate(zone, task), float(value)]
+                        rates += [x for total in _rate_totals(zone, task) for x in (total, float(value))]
             self.scripts.count_out(keys=[keys.COUNTS], args=[len(fields), *fields, *rates], client=pipe)
             pipe.execute()
         held = []
@@ -879,9 +881,8 @@ class Collector:
             pipe.hset(keys.worker(name), mapping={**record, f"rate:{task}": rate})
             ranked.setdefault(task, {})[name] = rate
             last[keys.split_worker(name)[0], task] = rate
-            by_zone = keys.zone_rate((zone or b"").decode(errors="replace"), task)
-            for field in (f"rate:{task}", by_zone):
-                moved[field] = moved.get(field, 0.0) + rate - before[name, task]
+            for total in _rate_totals((zone or b"").decode(errors="replace"), task):
+                moved[total] = moved.get(total, 0.0) + rate - before[name, task]
         for task, rates in ranked.items():
             pipe.zadd(keys.rates(task), rates)
         for field, by in moved.items():
@@ -1055,6 +1056,12 @@ def _counted_as(device: str, zone: str, tasks: str | bytes) -> list[str]:
         if isinstance(task, str) and known_task(task):
             fields += [f"task:{task}", f"version:{task}@{version}"]
     return fields
+
+
+def _rate_totals(zone: str, task: str) -> tuple[str, str]:
+    """The ``hydra:counts`` fields a worker's measured rate of ``task`` is summed into: the
+    cluster's, and its zone's (carbon-aware dispatch weighs each zone's capacity)."""
+    return f"rate:{task}", keys.zone_rate(zone, task)
 
 
 def _rates(record: dict[bytes, bytes]) -> dict[Any, Any]:
