@@ -131,6 +131,8 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("DEL", keys.QUARANTINE),
         ("RENAME", keys.outbox(me), keys.outbox("volunteer-fresh")),
         ("RENAME", keys.QUARANTINE, "hydra:quarantine-old"),
+        ("ZREM", keys.QUARANTINE_UNFINISHED, me),  # its clean-up left unfinished
+        ("DEL", keys.QUARANTINE_UNFINISHED),
         ("ACL", "SETUSER", "volunteer-fresh", "on", ">x", "~*", "+@all"),
         ("ACL", "SETUSER", me, "~*", "+@all"),
         ("HSET", keys.worker(honest), "user", me),
@@ -148,6 +150,9 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("HSET", keys.CARBON_ZONE_RAPL, "NO", 0),
         ("HSET", keys.CARBON_ZONE_INTENSITY, "NO", 1),
         ("HINCRBY", keys.COUNTS, "done:samples", 10**9),
+        # the capacity carbon-aware dispatch sees in a zone, and the live counts the page shows
+        ("HINCRBYFLOAT", keys.COUNTS, keys.zone_rate("NO", "pi"), 1e12),
+        ("HDEL", keys.COUNTS, "task:pi"),
         ("HINCRBY", keys.worker(f"{me}/x"), "chunks", 10**6),
         ("HINCRBY", keys.worker(honest), "chunks", -1),
     ]
