@@ -143,20 +143,22 @@ def _load(raw: bytes | None, volunteer: str) -> Standing:
     return Standing(**json.loads(raw)) if raw else Standing(volunteer)
 
 
-def board_fold(pipe: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
-    """``prepare`` for :func:`hydra.ledger.sign_new_head`: read the standings the new entries touch."""
+def board_fold(reads: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
+    """``prepare`` for :func:`hydra.ledger.sign_slice`: read the standings the new entries touch,
+    then write them moved."""
     names = sorted({entry.volunteer for _, entry in fresh})
-    current = dict(zip(names, pipe.hmget(ledger.BOARD, names), strict=True)) if names else {}
-    board = {name: _load(raw, name) for name, raw in current.items()}
-    fold(board, (entry for _, entry in fresh))
-
+    if names:
+        reads.hmget(ledger.BOARD, names)
     added = sum((1 if entry.kind == "grant" else -1) * entry.credit for _, entry in fresh)
 
-    def write(queued: Any, _: list[tuple[int, Entry]]) -> None:
-        if board:
-            queued.hset(ledger.BOARD, mapping={n: json.dumps(vars(s)) for n, s in board.items()})
-            queued.zadd(ledger.RANK, {n: s.credit for n, s in board.items()})
-            queued.hincrby(ledger.TOTALS, "credit", added)
+    def write(writes: Any, replies: list[Any]) -> None:
+        if not names:
+            return
+        board = {name: _load(raw, name) for name, raw in zip(names, replies[0], strict=True)}
+        fold(board, (entry for _, entry in fresh))
+        writes.hset(ledger.BOARD, mapping={n: json.dumps(vars(s)) for n, s in board.items()})
+        writes.zadd(ledger.RANK, {n: s.credit for n, s in board.items()})
+        writes.hincrby(ledger.TOTALS, "credit", added)
 
     return write
 

@@ -25,7 +25,7 @@ hydra:ledger                    list    entries, leaf index = position. Lua ACCE
 hydra:ledger:heads              list    signed tree heads (JSON), oldest first.        never
                                         monitor (:func:`sign_new_head`)
 hydra:ledger:state              hash    ``size``: entries folded into the tree cache   never
-                                        and the leaderboard. monitor, under WATCH
+                                        and the leaderboard. monitor (compare-and-set)
 hydra:ledger:level:<k>          string  hashes (32 bytes each, concatenated) of the    never
                                         perfect subtrees of 2**k leaves, k ≥ 4. monitor
 hydra:ledger:by:<volunteer>     list    leaf indices of a volunteer's entries. monitor never
@@ -199,11 +199,11 @@ class RedisTree:
         self._levels: dict[int, bytes] = {}
         self._nodes: dict[tuple[int, int], bytes] = {}  # read ahead by prefetch
 
-    def prefetch(self, old: int, new: int) -> None:
-        """Read, in one round trip, the cached nodes that growing the tree from ``old`` to ``new``
-        leaves and hashing its root read: the left siblings of the new upper nodes, and one perfect
-        subtree per set bit of ``new`` (a pass read them one ``GETRANGE`` at a time: about ten
-        round trips, most of a pass's signing under load)."""
+    def queue_prefetch(self, pipe: Any, old: int, new: int) -> list[tuple[int, int]]:
+        """Queue on ``pipe`` the reads of the cached nodes that growing the tree from ``old`` to
+        ``new`` leaves and hashing its root need: the left siblings of the new upper nodes, and one
+        perfect subtree per set bit of ``new`` (read one ``GETRANGE`` at a time they were about ten
+        round trips). Returns what was queued, for :meth:`prefetched` to take the replies."""
         wanted: set[tuple[int, int]] = set()
         level = BASE_LEVEL + 1
         while new >> level:
@@ -215,15 +215,14 @@ class RedisTree:
             if new >> level & 1:
                 wanted.add((level, start >> level))
                 start += 1 << level
-        wanted = {(level, index) for level, index in wanted if level not in self._levels}
-        if not wanted:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        order = sorted(wanted)
+        order = sorted((level, index) for level, index in wanted if level not in self._levels)
         for level, index in order:
             pipe.getrange(level_key(level), index * HASH_SIZE, (index + 1) * HASH_SIZE - 1)
+        return order
+
+    def prefetched(self, order: list[tuple[int, int]], replies: Sequence[bytes]) -> None:
         # A node this pass computes itself is not cached yet (an empty reply): node() finds it pending.
-        self._nodes.update((node, value) for node, value in zip(order, pipe.execute(), strict=True) if value)
+        self._nodes.update((node, value) for node, value in zip(order, replies, strict=True) if value)
 
     def preload(self) -> RedisTree:
         level = BASE_LEVEL
@@ -443,60 +442,128 @@ def head_for_size(redis: redis_lib.Redis, size: int) -> SignedHead:
     raise LedgerError(f"no signed tree head of size {size}")
 
 
-# -- the monitor's pass --------------------------------------------------------------------------
+# -- the monitor's pass ---------------------------------------------------------------------------
 
-# Called inside the pass's transaction with the pipeline (in MULTI) and the new (index, entry) pairs;
-# it must only queue writes. Reads it needs were made before, under the same WATCH.
-Fold = Callable[[Any, list[tuple[int, Entry]]], None]
-Prepare = Callable[[redis_lib.Redis, list[tuple[int, Entry]]], Fold]
+# Reads, in one round trip, how far the tree goes (``size`` of the state), how long the ledger is,
+# and the entries a slice folds: from the start of the unfinished 16-leaf block to at most
+# ARGV[1] entries past ``size``.
+_READ_SLICE = f"""
+local size = redis.call('HGET', KEYS[1], 'size')
+local old = tonumber(size or '0')
+if not old then return redis.error_reply('the ledger state is damaged: its size is not a number') end
+local total = redis.call('LLEN', KEYS[2])
+local new = math.min(total, old + tonumber(ARGV[1]))
+if new <= old then return {{size or '', total}} end
+return {{size or '', total, redis.call('LRANGE', KEYS[2], old - old % {BLOCK}, new - 1)}}
+"""
+
+# Runs the commands that follow (each as its word count, then its words) only if field ARGV[1] of
+# hash KEYS[1] still holds ARGV[2] ('' for none): the compare-and-set under which a slice's writes
+# land whole or not at all, in one round trip. (Under WATCH, redis-py sends each read alone: a
+# slice took 8 round trips, the largest part of a slow monitor pass under load.)
+_WRITE_IF = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+
+# Words one command may give _WRITE_IF: Lua unpacks at most 8,000 values. A longer HSET, ZADD or
+# RPUSH is cut into several (the same writes, in the same order, in the same script).
+_MAX_WORDS = 4000
+_ITEM_WORDS = {"HSET": 2, "ZADD": 2, "RPUSH": 1}
+
+# prepare(reads, fresh) queues on ``reads`` (a pipeline sent with the tree's own reads, in one round
+# trip) what it needs to read, and returns a Fold. The Fold gets the replies to those reads and
+# queues its writes on ``writes``; they land with the tree's, under the same compare-and-set.
+Fold = Callable[[Any, list[Any]], None]
+Prepare = Callable[[Any, list[tuple[int, Entry]]], Fold]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """What :func:`sign_slice` did: the head it signed (None: nothing new, or another monitor signed
+    these entries first) and how many entries were left unfolded when it read the ledger."""
+
+    head: SignedHead | None
+    left: int
 
 
 def sign_new_head(
     redis: redis_lib.Redis, key: Ed25519PrivateKey, *, prepare: Prepare | None = None, batch: int = BATCH
 ) -> SignedHead | None:
-    """Fold entries added since the last pass into the tree cache and sign the new head.
+    """Fold up to ``batch`` entries added since the last head into the tree cache and sign a new
+    head; None when nothing was added or another monitor signed them first (see :func:`sign_slice`)."""
+    return sign_slice(redis, key, prepare=prepare, batch=batch).head
 
-    Returns the new signed head, or None when nothing was added (or another monitor did this pass:
-    the state key is WATCHed, so each entry is folded exactly once however many monitors run).
-    ``prepare`` (see :func:`hydra.credit.board_fold`) reads what it needs and returns the writes
-    to queue in the same transaction, so the leaderboard moves with the tree or not at all.
-    Malformed entries are signed like any other (the ledger is what it is) and logged.
+
+def sign_slice(
+    redis: redis_lib.Redis, key: Ed25519PrivateKey, *, prepare: Prepare | None = None, batch: int = BATCH
+) -> Slice:
+    """Fold entries added since the last head into the tree cache and sign the new head, in three
+    round trips whatever the ledger's size: read the slice, read the cached nodes (and what
+    ``prepare`` reads), write everything under a compare-and-set on the folded size.
+
+    Each entry is folded exactly once however many monitors run: of two that read the same size,
+    the second's write finds the size moved and changes nothing. ``prepare`` (see
+    :func:`hydra.credit.board_fold`) adds its reads and writes to the slice's, so the leaderboard
+    moves with the tree or not at all. Malformed entries are signed like any other (the ledger is
+    what it is) and logged.
     """
-    with redis.pipeline() as pipe:
-        try:
-            pipe.watch(STATE)
-            old = int(pipe.hget(STATE, "size") or 0)
-            total = int(pipe.llen(LEDGER))
-            if total <= old:
-                return None
-            new = min(total, old + batch)
-            raw_start = old - old % BLOCK
-            raw = read_entries(pipe, raw_start, new)
-            if len(raw) != new - raw_start:
-                raise LedgerError("the ledger shrank while it was read; it must be append-only")
-            tree = RedisTree(pipe, old)
-            tree.prefetch(old, new)
-            appended = tree.extend(old, new, raw, raw_start)
-            root = merkle.root(tree, new)
-            head = sign_head(key, new, root)
-            fresh = parse_entries(raw[old - raw_start :], old)
-            fold = prepare(pipe, fresh) if prepare else None
-            pipe.multi()
-            for level, data in appended.items():
-                pipe.append(level_key(level), data)
-            by_volunteer: dict[str, list[int]] = {}
-            for index, entry in fresh:
-                by_volunteer.setdefault(entry.volunteer, []).append(index)
-            for volunteer, indices in by_volunteer.items():
-                pipe.rpush(by_volunteer_key(volunteer), *indices)
-            if fold:
-                fold(pipe, fresh)
-            pipe.hset(STATE, "size", new)
-            pipe.rpush(HEADS, json.dumps(head.to_json(), separators=(",", ":")))
-            pipe.execute()
-        except redis_lib.WatchError:
-            return None
-    return head
+    size, total, *rest = redis.eval(_READ_SLICE, 2, STATE, LEDGER, batch)
+    old = int(size or 0)
+    if total <= old:
+        return Slice(None, 0)
+    raw = rest[0]
+    raw_start, new = old - old % BLOCK, min(total, old + batch)
+    if raw_start + len(raw) != new:
+        raise LedgerError("the ledger shrank while it was read; it must be append-only")
+    fresh = parse_entries(raw[old - raw_start :], old)
+    tree = RedisTree(redis, old)
+    reads = redis.pipeline(transaction=False)
+    order = tree.queue_prefetch(reads, old, new)
+    fold = prepare(reads, fresh) if prepare else None
+    replies = reads.execute() if len(reads) else []
+    tree.prefetched(order, replies[: len(order)])
+    appended = tree.extend(old, new, raw, raw_start)
+    head = sign_head(key, new, merkle.root(tree, new))
+
+    writes = redis.pipeline(transaction=False)  # never sent: it only spells the commands
+    for level, data in appended.items():
+        writes.append(level_key(level), data)
+    by_volunteer: dict[str, list[int]] = {}
+    for index, entry in fresh:
+        by_volunteer.setdefault(entry.volunteer, []).append(index)
+    for volunteer, indices in by_volunteer.items():
+        writes.rpush(by_volunteer_key(volunteer), *indices)
+    if fold:
+        fold(writes, replies[len(order) :])
+    writes.hset(STATE, "size", new)
+    writes.rpush(HEADS, json.dumps(head.to_json(), separators=(",", ":")))
+    args: list[Any] = ["size", size or b""]
+    for words in _spelled(writes):
+        args += [len(words), *words]
+    if not redis.eval(_WRITE_IF, 1, STATE, *args):
+        return Slice(None, total - old)
+    return Slice(head, total - new)
+
+
+def _spelled(pipe: Any) -> list[list[Any]]:
+    """The commands queued on a pipeline that is never sent, as words; long variadic ones cut up."""
+    out = []
+    for words, _ in pipe.command_stack:
+        name, target, items = str(words[0]).upper(), words[1], list(words[2:])
+        step = _ITEM_WORDS.get(name)
+        if step is None or len(words) <= _MAX_WORDS:
+            out.append(list(words))
+            continue
+        per = (_MAX_WORDS - 2) // step * step
+        out.extend([name, target, *items[i : i + per]] for i in range(0, len(items), per))
+    return out
 
 
 def parse_entries(raw: Sequence[bytes], start: int) -> list[tuple[int, Entry]]:

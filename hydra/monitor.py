@@ -432,14 +432,14 @@ class Monitor:
         self._ledger_backlog = 0
         batch = min(max(slice_size, LEDGER_SLICE), LEDGER_SLICE_MAX)
         try:
-            head = credit.monitor_pass(self.redis, self.ledger_key, batch=batch)
+            signed = ledger.sign_slice(self.redis, self.ledger_key, prepare=credit.board_fold, batch=batch)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError):
             raise
         except Exception as exc:  # the ledger must never stop the monitor
             record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
             return
-        self._credit_changed = self._credit_changed or bool(head)
-        self._ledger_backlog = max(0, ledger.entry_count(self.redis) - head.size) if head else 0
+        self._credit_changed = self._credit_changed or bool(signed.head)
+        self._ledger_backlog = signed.left if signed.head else 0
         now = time.monotonic()
         if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
             # At most once a second, and from the signed standings only: folding what is not signed
