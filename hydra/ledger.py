@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import struct
 import time
@@ -149,8 +150,33 @@ def format_entry(
     return f'{head[:-1]},{tail[1:-1]},"time":{when:.3f}}}'.encode()
 
 
+# An entry as the ACCEPT script writes it, read without a JSON parser (a third of the time: a monitor
+# parses every entry it signs, thousands a second at scale). Anything else (escapes, spacing, a
+# malformed entry) falls through to the parser, which decides; both read the same entry the same way.
+_STRING = r'"([^"\\\x00-\x1f]+)"'
+_NATURAL = r"(0|[1-9][0-9]*)"
+_ENTRY = re.compile(
+    rf'\{{"kind":"(grant|reverse)","volunteer":{_STRING},"job":{_STRING},"task":{_STRING},'
+    rf'"first":{_NATURAL},"count":{_NATURAL},"credit":{_NATURAL},"digest":{_STRING},'
+    r'"time":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\}'
+)
+
+
 def parse_entry(raw: bytes | str) -> Entry:
     """The entry in ``raw``; raises :class:`LedgerError` for anything the ledger never holds."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        text = ""
+    match = _ENTRY.fullmatch(text)
+    if not match:
+        return parse_entry_json(raw)
+    kind, volunteer, job, task, first, count, credit, digest, when = match.groups()
+    return Entry(kind, volunteer, job, task, int(first), int(count), int(credit), digest, float(when))
+
+
+def parse_entry_json(raw: bytes | str) -> Entry:
+    """:func:`parse_entry` with a JSON parser: the reference, and the way for entries written otherwise."""
     try:
         data = json.loads(raw)
     except ValueError:

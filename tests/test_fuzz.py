@@ -164,3 +164,53 @@ def test_web_form_fields_get_a_clear_answer(shared_redis, task, params):
         assert message and "\n" not in message and "Traceback" not in message
     else:
         json.dumps(answer.json)
+
+
+def _outcome(parse, raw):
+    from hydra.ledger import LedgerError
+
+    try:
+        return parse(raw)
+    except LedgerError:
+        return "refused"
+
+
+_ENTRY_PARTS = (
+    st.sampled_from(["grant", "reverse", "steal", ""]),
+    st.text(max_size=8),
+    st.text(max_size=8),
+    st.text(max_size=8),
+    st.integers(-5, 10**20),
+    st.integers(-5, 10**6),
+    st.integers(-5, 10**9),
+    st.text(max_size=8),
+    st.one_of(st.floats(allow_nan=False), st.integers(-(10**6), 10**12)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.tuples(*_ENTRY_PARTS),
+    cut=st.integers(0, 400),
+    insert=st.text(max_size=3),
+    as_text=st.booleans(),
+    ascii_only=st.booleans(),
+)
+def test_ledger_entries_read_without_a_json_parser_read_as_with_one(parts, cut, insert, as_text, ascii_only):
+    """The monitor reads the entries it signs with a regular expression where it can, and with a
+    JSON parser otherwise: for any entry, well formed or mangled, bytes or text, both read the same
+    entry or both refuse it."""
+    from hydra.ledger import parse_entry, parse_entry_json
+
+    kind, volunteer, job, task, first, count, credit, digest, when = parts
+    fields = {"kind": kind, "volunteer": volunteer, "job": job, "task": task, "first": first}
+    head = json.dumps(fields, separators=(",", ":"), ensure_ascii=ascii_only)
+    tail = json.dumps(
+        {"count": count, "credit": credit, "digest": digest, "time": when},
+        separators=(",", ":"),
+        ensure_ascii=ascii_only,
+    )
+    text = head[:-1] + "," + tail[1:]
+    for candidate in (text, text[:cut] + insert + text[cut:]):
+        raw = candidate if as_text else candidate.encode("utf-8", "surrogatepass")
+        assert _outcome(parse_entry, raw) == _outcome(parse_entry_json, raw)

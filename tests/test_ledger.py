@@ -150,6 +150,18 @@ def test_format_entry_writes_the_contract_bytes_and_parse_reads_them_back():
             parse_entry(bad)
 
 
+def test_entries_as_the_accept_script_writes_them_are_read_without_a_json_parser(monkeypatch):
+    """The monitor parses every entry it signs: those the ACCEPT script wrote (any name, digest,
+    time) take the fast path; the JSON parser is left for anything written otherwise."""
+    entries = [
+        format_entry(kind, name, "0123456789ab", "mandelbrot", i, 1 + i, 10**i, f"{i:064x}", T0 + i / 7)
+        for i, (kind, name) in enumerate([("grant", "alice"), ("reverse", "bob.smith-2"), ("grant", "carol_3")])
+    ]
+    expected = [ledger.parse_entry_json(raw) for raw in entries]
+    monkeypatch.setattr(ledger, "parse_entry_json", lambda raw: pytest.fail("read with the JSON parser"))
+    assert [parse_entry(raw) for raw in entries] == expected
+
+
 def test_incremental_tree_cache_matches_an_in_memory_tree_at_every_size(fake, key):
     rng = random.Random(5)
     memory = merkle.MemoryTree()
