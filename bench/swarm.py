@@ -24,7 +24,10 @@ many of the assignments it planned in batches were refused (by another monitor's
 then made one by one. Then it measures what one chunk of real ``rq worker hydra`` processes costs
 Redis (commands and CPU microseconds, from ``INFO``) and what a live worker costs per second
 (heartbeats, idle ``BLPOP``), and prints a capacity model: how many volunteers one Redis core serves
-at 2 s and at 30 s chunks. ``--profile`` writes a cProfile dump of the monitor at the largest N to
+at 2 s and at 30 s chunks. The model's chunk cost comes from 8 real workers, whose results the
+monitor handles in batches as it does at scale; 2 workers, whose results come one at a time and
+cost Redis a third more, are measured beside them as the worst case (``--quick``: 2 only).
+``--profile`` writes a cProfile dump of the monitor at the largest N to
 ``bench/out/swarm-monitor.prof`` and prints its hot spots.
 """
 
@@ -57,6 +60,7 @@ from hydra.queue import SubmitOptions, cancel, read_job, submit
 from hydra.volunteers import add_volunteer
 
 USERS = 200  # ACL users (volunteers); their workers share one user beyond this many
+REAL_WORKERS = 8  # real rq workers whose cost per chunk the capacity model uses
 
 
 # -- measuring Redis and processes ------------------------------------------------------------------
@@ -625,8 +629,13 @@ def main(argv: list[str] | None = None) -> None:
         out["runs"].append(row)
         print(_run_line(row), flush=True)
     if not args.no_real:
-        cost = real_worker_cost(chunks=100 if args.quick else 400)
+        # The model's chunk cost is measured with REAL_WORKERS workers, whose results reach the monitor
+        # together and are handled in batches as they are at scale; two workers, handled one result at
+        # a time, are the worst case, measured beside them (not in --quick).
+        cost = real_worker_cost(workers=2 if args.quick else REAL_WORKERS, chunks=100 if args.quick else 1000)
         out["real_worker"] = cost
+        if not args.quick:
+            out["real_worker_alone"] = real_worker_cost(workers=2, chunks=1000)
         # A live worker's own cost (heartbeat, idle BLPOP) from the largest swarm, where the bounded
         # per-second work of the monitor (the page's summary) is spread over many workers.
         per_worker = out["runs"][-1]["idle_redis_us_per_volunteer_second"]
@@ -731,6 +740,13 @@ def report(out: dict[str, Any]) -> str:
             f"(swarm of {out['runs'][-1]['n']}, idle)",
             f"one Redis core: {1e6 / max(cost['redis_cpu_us_per_chunk'], 1e-9):.0f} chunk completions/s",
         ]
+        if "real_worker_alone" in out:
+            alone = out["real_worker_alone"]
+            lines.append(
+                f"with {alone['workers']} workers (results handled one at a time, the worst case): "
+                f"{alone['commands_per_chunk']} commands and {alone['redis_cpu_us_per_chunk']:.0f} µs per chunk, "
+                f"{1e6 / max(alone['redis_cpu_us_per_chunk'], 1e-9):.0f} completions/s per Redis core"
+            )
         if cost.get("pings_per_chunk"):
             lines.append(
                 f"a chunk costs Redis {cost['socket_reads_per_chunk']} socket reads and "
