@@ -66,7 +66,17 @@ hydra:quarantine:unfinished       zset    quarantined volunteer → when, until 
                                           results are redone and its workers stopped  for 60 s (monitor)
 hydra:cutoff                      hash    volunteer → why it was cut off              kept
 hydra:volunteers                  set     names given ACL users (hydra volunteer)     removed on revoke
-hydra:ledger                      list    credit ledger entries (hydra.ledger)        kept
+hydra:ledger                      list    credit ledger entries (hydra.ledger): leaf  kept
+                                          index = position. Lua ACCEPT
+hydra:ledger:heads                list    signed tree heads (JSON), oldest first      kept
+hydra:ledger:state                hash    ``size``: entries folded into the tree      kept
+                                          cache and the board (compare-and-set)
+hydra:ledger:level:<k>            string  hashes (32 bytes each) of the perfect       kept
+                                          subtrees of 2**k leaves, k ≥ 4
+hydra:ledger:by:<volunteer>       list    leaf indices of a volunteer's entries       kept
+hydra:credit:board                hash    volunteer → standing JSON (hydra.credit)    kept
+hydra:credit:rank                 zset    volunteer → credit (milli), with the board  kept
+hydra:credit:totals               hash    ``credit``: the board's total (milli)       kept
 hydra:errors                      list    recent refused messages and task errors     capped at 200
 hydra:monitor:lease               string  id of the monitor that runs periodic passes lease TTL (3 s)
 hydra:monitor:stats               hash    monitor id → its longest periodic pass (s)  kept
@@ -106,6 +116,11 @@ QUARANTINE = f"{PREFIX}:quarantine"
 QUARANTINE_UNFINISHED = f"{PREFIX}:quarantine:unfinished"
 CUTOFF = f"{PREFIX}:cutoff"
 LEDGER = f"{PREFIX}:ledger"
+LEDGER_HEADS = f"{PREFIX}:ledger:heads"
+LEDGER_STATE = f"{PREFIX}:ledger:state"
+CREDIT_BOARD = f"{PREFIX}:credit:board"
+CREDIT_RANK = f"{PREFIX}:credit:rank"
+CREDIT_TOTALS = f"{PREFIX}:credit:totals"
 CARBON_VOLUNTEER = f"{PREFIX}:carbon:volunteer"
 CARBON_ZONE = f"{PREFIX}:carbon:zone"
 CARBON_ZONE_ENERGY = f"{PREFIX}:carbon:zone:energy"
@@ -248,3 +263,14 @@ def parse_assignment(member: str) -> tuple[str, int, int]:
     """Raises ValueError for a member not of that shape."""
     job_id, chunk_id, nonce = member.split(":")
     return job_id, int(chunk_id), int(nonce)
+
+
+# -- the credit ledger (hydra.ledger) ---------------------------------------------------------------
+
+
+def ledger_level(level: int) -> str:
+    return f"{PREFIX}:ledger:level:{level}"
+
+
+def ledger_by_volunteer(volunteer: str) -> str:
+    return f"{PREFIX}:ledger:by:{volunteer}"

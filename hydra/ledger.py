@@ -16,23 +16,7 @@ newer head extends it (``hydra credit consistency``), and check both offline wit
 alone (:mod:`hydra.statements`). Anyone able to write to Redis can edit entries, but not without
 the edit showing: the proofs would no longer reach a signed root.
 
-Keys (to move into :mod:`hydra.keys` when merged):
-
-==============================  ======  =============================================  ======
-key                             type    contents / writer                              expiry
-==============================  ======  =============================================  ======
-hydra:ledger                    list    entries, leaf index = position. Lua ACCEPT     never
-hydra:ledger:heads              list    signed tree heads (JSON), oldest first.        never
-                                        monitor (:func:`sign_new_head`)
-hydra:ledger:state              hash    ``size``: entries folded into the tree cache   never
-                                        and the leaderboard. monitor (compare-and-set)
-hydra:ledger:level:<k>          string  hashes (32 bytes each, concatenated) of the    never
-                                        perfect subtrees of 2**k leaves, k ≥ 4. monitor
-hydra:ledger:by:<volunteer>     list    leaf indices of a volunteer's entries. monitor never
-hydra:credit:board              hash    volunteer → standing JSON (:mod:`hydra.credit`) never
-hydra:credit:rank               zset    volunteer → credit (milli), with the board     never
-hydra:credit:totals             hash    ``credit``: the board's total (milli)          never
-==============================  ======  =============================================  ======
+Its keys (``hydra:ledger*``, and the board's ``hydra:credit:*``) are listed in :mod:`hydra.keys`.
 
 Cost: subtrees below 16 leaves are recomputed from entries (at most 16 hashes), so the cache
 holds 2 × 32 bytes per 16 entries: 4.0 MB for 10⁶ entries, whose entries take ~230 MB of Redis.
@@ -62,27 +46,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hydra import merkle
+from hydra import keys, merkle
 from hydra.errors import HydraError
 
 log = logging.getLogger(__name__)
 
-LEDGER = "hydra:ledger"
-HEADS = "hydra:ledger:heads"
-STATE = "hydra:ledger:state"
-BOARD = "hydra:credit:board"
+LEDGER = keys.LEDGER
+HEADS = keys.LEDGER_HEADS
+STATE = keys.LEDGER_STATE
+BOARD = keys.CREDIT_BOARD
 # The board's volunteers by credit (milli-credits) and its total, kept with it (hydra.credit), so
 # that the page's once-a-second standings read the top of the board, not all of it.
-RANK = "hydra:credit:rank"
-TOTALS = "hydra:credit:totals"
-
-
-def level_key(level: int) -> str:
-    return f"hydra:ledger:level:{level}"
-
-
-def by_volunteer_key(volunteer: str) -> str:
-    return f"hydra:ledger:by:{volunteer}"
+RANK = keys.CREDIT_RANK
+TOTALS = keys.CREDIT_TOTALS
+level_key = keys.ledger_level
+by_volunteer_key = keys.ledger_by_volunteer
 
 
 # Subtrees of fewer than 2**BASE_LEVEL leaves are not cached: recomputing one costs 16 hashes.
