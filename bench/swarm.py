@@ -16,10 +16,11 @@ as many processes (one process saturates a core near N = 10,000).
 
 For each N it reports chunks completed per second (steady part of the job), dispatch latency p50
 and p99 (from sending a result to holding the chunk that replaces it), the monitor's longest
-periodic pass, Redis's CPU share and memory per volunteer, the monitor's and the simulator's CPU
-share (the machine is shared: the load is printed too), and where the monitor's main loop spends its
-wall time (``mon idle``: waiting for a message; ``mon waits``: waiting for Redis's replies; the rest
-is its own CPU and the GIL: a loop that is never idle is the limit whatever its CPU share), and how
+periodic pass, Redis's CPU share and memory per volunteer, the monitor's (with its listener and
+signer processes) and the simulator's CPU share (the machine is shared: the load is printed too),
+and where the monitor's main loop spends its wall time (``mon idle``: waiting for a message; ``mon
+waits``: waiting for Redis's replies; the rest is its own CPU and the GIL: a loop that is never
+idle is the limit whatever its CPU share), and how
 many of the assignments it planned in batches were refused (by another monitor's, for instance) and
 then made one by one. Then it measures what one chunk of real ``rq worker hydra`` processes costs
 Redis (commands and CPU microseconds, from ``INFO``) and what a live worker costs per second
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import faulthandler
 import json
 import math
@@ -77,6 +79,16 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children: the monitor's include its notification
+    listener and its ledger signer (hydra.signer), which work for it."""
+    children = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return process_cpu(pid) + sum(process_cpu(c) for c in children)
 
 
 def say(message: str) -> None:
@@ -325,7 +337,7 @@ async def _measure(
                 int(info["used_memory"]),
                 int(info["mem_clients_normal"]),
                 int(info["connected_clients"]),
-                process_cpu(monitor.pid) + sum(process_cpu(m.pid) for m in swarm.monitors),
+                tree_cpu(monitor.pid) + sum(tree_cpu(m.pid) for m in swarm.monitors),
                 swarm.cpu_seconds(),
                 {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in operator.info("commandstats").items()},
             )

@@ -29,7 +29,7 @@ The leaderboard
     Per volunteer: total credit (grants minus reversals), verified chunks (grants minus
     reversals), and the recent average credit (RAC, as in BOINC: credit per day, exponentially
     weighted with a half-life of 7 days; a steady rate of r credits a day converges to r). It is
-    kept in ``hydra:credit:board`` by the monitor in the same transaction that signs the tree
+    kept in ``hydra:credit:board`` by the monitor's signer in the same write that signs the tree
     head, so each entry counts exactly once, and can always be recomputed from the entries.
 """
 
@@ -164,8 +164,8 @@ def board_fold(reads: Any, fresh: list[tuple[int, Entry]]) -> ledger.Fold:
 
 
 def monitor_pass(redis: redis_lib.Redis, key: Any, batch: int = ledger.BATCH) -> ledger.SignedHead | None:
-    """What the monitor calls on each pass: sign a head over up to ``batch`` new entries and move
-    the leaderboard."""
+    """Sign a head over up to ``batch`` new entries and move the leaderboard (``hydra credit sign``;
+    the monitor's signer does the same as entries come)."""
     return ledger.sign_new_head(redis, key, prepare=board_fold, batch=batch)
 
 

@@ -43,7 +43,7 @@ def add_parser(commands: Any) -> None:
     actions.add_parser("heads", help="the signed tree heads")
     public = actions.add_parser("public-key", help="print the operator's public key (creates the key if absent)")
     public.add_argument("--out", help="write here instead of standard output")
-    actions.add_parser("sign", help="sign a head over new entries now (the monitor does this on each pass)")
+    actions.add_parser("sign", help="sign a head over new entries now (the monitor's signer does this as they come)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,9 @@ the acceptance of the result it pays for, as compact JSON in this exact field or
      "credit":1234,"digest":"<hex>","time":1764000000.123}
 
 An entry's position in the list is its leaf index and its stored bytes are the leaf data. The
-trusted monitor calls :func:`sign_new_head` on each pass: it extends a cache of Merkle subtree
-hashes with the entries added since the last pass, and signs the new tree head with the
+trusted monitor's signer (:mod:`hydra.signer`, a child process of the monitor) calls
+:func:`sign_slice` as entries come: it extends a cache of Merkle subtree
+hashes with the entries added since the last head, and signs the new tree head with the
 operator's Ed25519 key. The signed heads are the commitment: whoever keeps one can later demand
 an inclusion proof for any entry (``hydra credit statement``) and a consistency proof that a
 newer head extends it (``hydra credit consistency``), and check both offline with the public key
@@ -439,7 +440,7 @@ def latest_head(redis: redis_lib.Redis) -> SignedHead | None:
 
 
 def head_for_size(redis: redis_lib.Redis, size: int) -> SignedHead:
-    """The signed head of exactly ``size`` entries (heads are few: one per monitor pass with news)."""
+    """The signed head of exactly ``size`` entries (heads are few: one per signed slice)."""
     for head in reversed(heads(redis)):
         if head.size == size:
             return head

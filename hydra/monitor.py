@@ -15,6 +15,8 @@ not with the number of volunteers:
   nothing hostage.
 * **Events** for the page: job progress (coalesced) and, once a second, a cluster summary of
   bounded size whatever the number of workers.
+* **The credit ledger** is folded and signed beside the loop, by a child process
+  (:mod:`hydra.signer`); where none can be forked, by the loop itself.
 
 Every change is a Lua script, so a monitor killed at any point loses nothing: a missed
 notification is caught by the next message from that volunteer or by the deadline pass, and a
@@ -46,6 +48,7 @@ from hydra.events import Events
 from hydra.notifications import Notifications
 from hydra.scripts import job_script_keys
 from hydra.settings import Settings
+from hydra.signer import Signer
 from hydra.workers import worker_summary
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,7 @@ class Monitor:
         self._active_before: set[str] = set()
         self.longest_pass = 0.0
         self._listener: Notifications | None = None
+        self._signer: Signer | None = None  # signs the ledger beside the loop (hydra.signer), while run runs
         self._idle_backoff = 0.0
         self._credit_changed = False
         self._ledger_backlog = 0  # entries left unsigned by the last signing
@@ -157,6 +161,15 @@ class Monitor:
         stop = stop or threading.Event()
         delay = self.settings.monitor_interval
         self.events.connect()  # here, not in the first pass
+        self._signer = Signer.start(self.redis, self.ledger_key, self.events.redis_url)
+        try:
+            self._run(stop, delay)
+        finally:
+            if self._signer is not None:
+                self._signer.close()
+                self._signer = None
+
+    def _run(self, stop: threading.Event, delay: float) -> None:
         while not stop.is_set():
             listener = None
             try:
@@ -306,7 +319,11 @@ class Monitor:
         self._drain_unheard()
         self._clean_up_quarantined()
         self._emit()
-        self._sign_ledger()
+        if self._signer is None or not self._signer.alive():
+            if self._signer is not None:
+                log.warning("monitor: the ledger's signer stopped; starting another")
+                self._signer = Signer.start(self.redis, self.ledger_key, self.events.redis_url)
+            self._sign_ledger()  # no signer beside the loop (not started, no fork) or one just restarted
         if now - self._last_housekeeping > HOUSEKEEPING_SECONDS:
             self._housekeeping()
             self._last_housekeeping = now

@@ -70,10 +70,15 @@ def test_killed_worker_chunk_is_requeued_and_monitor_can_be_replaced(client, clu
     # No speculative copies: the killed worker's chunk must come back through the monitor's requeue.
     job_id = submit(client, "pi", {"samples": samples, "seed": seed}, SubmitOptions(chunk_seconds=1.0, speculate=False))
     wait_until(lambda: client.zcard(keys.DEADLINES) >= 2, what="two running chunks")
+    wait_until(lambda: any(c.get("name") == "hydra-signer" for c in client.client_list()), what="its signer")
     first_monitor.send_signal(signal.SIGKILL)
     first_monitor.wait()
     # Its notification listener (a child process) notices and goes too: no orphan stays subscribed.
     wait_until(lambda: client.execute_command("PUBSUB", "NUMPAT") == 0, 10, what="the listener of the killed monitor")
+    # So does its ledger signer (another child process, with a named connection).
+    wait_until(
+        lambda: not any(c.get("name") == "hydra-signer" for c in client.client_list()), 10, what="the killed signer"
+    )
     cluster.kill_worker(cluster.workers[0])
     second_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
     try:

@@ -885,6 +885,53 @@ def test_a_ledger_backlog_is_signed_in_a_few_big_slices_between_messages(client)
         assert [int(i) for i in client.lrange(ledger.by_volunteer_key(f"v{v}"), 0, -1)] == list(range(v, total, 7))
 
 
+def test_the_ledger_is_signed_by_a_child_of_the_monitor_and_a_killed_one_is_replaced(client):
+    """The monitor's loop leaves signing to a child process (hydra.signer) that runs beside it; one
+    killed with SIGKILL is replaced at the next pass, and what was added meanwhile is signed once."""
+    import os
+    import signal
+    import threading
+
+    from hydra import credit, ledger
+    from hydra.monitor import Monitor
+    from tests.conftest import wait_until
+
+    def add(start: int, n: int) -> None:
+        entries = (
+            ledger.format_entry("grant", f"v{i % 3}", "0123456789ab", "pi", i, 8, 1000, f"{i:064x}", 1.764e9)
+            for i in range(start, start + n)
+        )
+        client.rpush(ledger.LEDGER, *entries)
+
+    def signed() -> int:
+        return int(client.hget(ledger.STATE, "size") or 0)
+
+    monitor = Monitor(client, Settings())
+    stop = threading.Event()
+    loop = threading.Thread(target=monitor.run, args=(stop,))
+    loop.start()
+    try:
+        wait_until(lambda: monitor._signer is not None, 30, what="the signer started")
+        first = monitor._signer._process.pid
+        assert first != os.getpid()
+        add(0, 100)
+        wait_until(lambda: signed() == 100, 30, what="the first entries signed")
+        os.kill(first, signal.SIGKILL)
+        add(100, 50)
+        wait_until(lambda: signed() == 150, 30, what="the entries added after the kill signed")
+        wait_until(lambda: monitor._signer._process.pid != first, 30, what="another signer")
+        assert monitor._signer.alive()
+    finally:
+        stop.set()
+        monitor.wake()
+        loop.join(30)
+    assert monitor._signer is None, "the monitor stopped its signer"
+    standings = credit.board(client, unsigned_limit=0)
+    assert sum(s.chunks for s in standings.values()) == 150 and sum(s.credit for s in standings.values()) == 150_000
+    sizes = [head.size for head in ledger.heads(client)]
+    assert sizes == sorted(set(sizes)) and sizes[-1] == 150
+
+
 def test_a_result_read_before_its_arrival_stamp_is_timed_within_the_window_it_came_in(client, collector):
     """A monitor behind reads messages whose listener stamp has not reached it: such a result came
     after its outbox was last taken, so it is timed at the middle of that window, not when read.
