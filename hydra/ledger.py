@@ -447,7 +447,7 @@ def head_for_size(redis: redis_lib.Redis, size: int) -> SignedHead:
     raise LedgerError(f"no signed tree head of size {size}")
 
 
-# -- the monitor's pass ---------------------------------------------------------------------------
+# -- signing (the monitor's signer, hydra credit sign) -----------------------------------------------
 
 # Reads, in one round trip, how far the tree goes (``size`` of the state), how long the ledger is,
 # and the entries a slice folds: from the start of the unfinished 16-leaf block to at most

@@ -48,7 +48,7 @@ from hydra.events import Events
 from hydra.notifications import Notifications
 from hydra.scripts import job_script_keys
 from hydra.settings import Settings
-from hydra.signer import Signer
+from hydra.signer import CREDIT_EVENT_SECONDS, SLICE_MAX, SLICE_MIN, Signer
 from hydra.workers import worker_summary
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,12 @@ LEASE_MS = 3000
 DUE_PER_PASS = 500
 # Seconds a pass spends at most on overdue assignments whose holder died or is late twice.
 DUE_BUDGET = 0.005
-# Ledger entries folded and signed at a time: a pass signs LEDGER_SLICE, so it stays short under a
-# stream of results, and what is left is signed between messages (see Monitor.run), one slice per
-# turn of the loop, as big as the backlog up to LEDGER_SLICE_MAX. A turn can last a quarter second
-# under load, so fixed small slices fell ever further behind (128 entries a second where results
-# came at 1,100); a big slice also costs less per entry (its round trips, signature and head are
-# shared): 170 µs an entry in slices of 32, 69 µs in slices of 512, on the slower 2-core machine.
-# At 2,300-2,600 results a second (N = 10,000 on two cores) slices of 512 still left 37,000-50,000
-# entries unsigned at the job's end; slices of 2,048 left 0-600, for about the same share of the loop.
-LEDGER_SLICE = 32
-LEDGER_SLICE_MAX = 2048
+# Ledger entries folded and signed at a time where the loop signs (no signer process): a pass signs
+# LEDGER_SLICE, so it stays short under a stream of results, and what is left is signed between
+# messages, one slice per turn of the loop, as big as the backlog up to LEDGER_SLICE_MAX (a turn can
+# last a quarter second under load, and fixed small slices fell ever further behind: at 2,300-2,600
+# results a second slices of 512 left 37,000-50,000 entries unsigned at a job's end, of 2,048 0-600).
+LEDGER_SLICE, LEDGER_SLICE_MAX = SLICE_MIN, SLICE_MAX
 # Between messages: idle workers served in slices of this long (at most IDLE_BATCH at a time; a new
 # job for thousands of them is spread over many slices; each result also tops its own worker up).
 IDLE_SLICE = 0.02
@@ -85,7 +81,6 @@ UNHEARD_PER_PASS = 200
 # Quarantined volunteers whose clean-up a pass checks, and how long one stays checked once clean.
 QUARANTINE_PER_PASS = 100
 QUARANTINE_SETTLE = 60.0
-CREDIT_EVENT_SECONDS = 1.0
 NOTIFY_CHECK_SECONDS = 2.0
 THROUGHPUT_WINDOW = 5.0
 LATE_MARK_TTL = 24 * 3600
