@@ -48,7 +48,7 @@ from hydra.events import Events
 from hydra.notifications import Notifications
 from hydra.scripts import job_script_keys
 from hydra.settings import Settings
-from hydra.signer import CREDIT_EVENT_SECONDS, SLICE_MAX, SLICE_MIN, Signer
+from hydra.signer import SLICE_MAX, SLICE_MIN, Signer, Slicer
 from hydra.workers import worker_summary
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,11 @@ class Monitor:
         self._listener: Notifications | None = None
         self._signer: Signer | None = None  # signs the ledger beside the loop (hydra.signer), while run runs
         self._idle_backoff = 0.0
-        self._credit_changed = False
         self._ledger_backlog = 0  # entries left unsigned by the last signing
-        self._credit_emitted = -1e9
         from hydra import ledger
 
         self.ledger_key = ledger.load_key(settings.ledger_key or None)
+        self._slicer = Slicer(self.ledger_key, self.events)  # where the loop signs (no signer child)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -447,25 +446,13 @@ class Monitor:
     def _sign_ledger(self, slice_size: int = LEDGER_SLICE) -> None:
         """Fold new ledger entries (``slice_size``, kept between LEDGER_SLICE and LEDGER_SLICE_MAX)
         into the Merkle tree and the leaderboard, and sign a new head; notes how many more wait."""
-        from hydra import credit, ledger
-
         self._ledger_backlog = 0
-        batch = min(max(slice_size, LEDGER_SLICE), LEDGER_SLICE_MAX)
         try:
-            signed = ledger.sign_slice(self.redis, self.ledger_key, prepare=credit.board_fold, batch=batch)
+            self._ledger_backlog = self._slicer.sign(self.redis, slice_size)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError):
             raise
         except Exception as exc:  # the ledger must never stop the monitor
             record_error(self.redis, f"monitor: signing the ledger failed: {exc}")
-            return
-        self._credit_changed = self._credit_changed or bool(signed.head)
-        self._ledger_backlog = signed.left if signed.head else 0
-        now = time.monotonic()
-        if self._credit_changed and self.events.redis_url and now - self._credit_emitted >= CREDIT_EVENT_SECONDS:
-            # At most once a second, and from the signed standings only: folding what is not signed
-            # yet (thousands of entries when results pour in) is the signing's work, a slice a time.
-            self.events.emit("credit", credit.credit_event(self.redis, unsigned=False))
-            self._credit_changed, self._credit_emitted = False, now
 
     def _window(self) -> float:
         return self.settings.deadline_factor * self.settings.chunk_seconds + self.settings.deadline_slack

@@ -65,6 +65,32 @@ class Signer:
         self._process.join(5)
 
 
+class Slicer:
+    """Signs the ledger a slice at a time and sends the page's ``credit`` event at most once a
+    second, from the signed standings only: the signer child's work, and the monitor's loop's where
+    there is no child."""
+
+    def __init__(self, key: Ed25519PrivateKey, events: Events) -> None:
+        self.key = key
+        self.events = events
+        self._changed = False
+        self._emitted = -1e9
+
+    def sign(self, redis: Redis, wanted: int) -> int:
+        """Fold and sign up to ``wanted`` entries (kept between SLICE_MIN and SLICE_MAX); returns
+        how many more wait (0 when none, or another signer signed these first)."""
+        batch = min(max(wanted, SLICE_MIN), SLICE_MAX)
+        signed = ledger.sign_slice(redis, self.key, prepare=credit.board_fold, batch=batch)
+        self._changed = self._changed or signed.head is not None
+        now = time.monotonic()
+        if self._changed and self.events.redis_url and now - self._emitted >= CREDIT_EVENT_SECONDS:
+            # Not the unsigned standings: folding what waits (thousands of entries when results
+            # pour in) is the signing's work, a slice at a time.
+            self.events.emit("credit", credit.credit_event(redis, unsigned=False))
+            self._changed, self._emitted = False, now
+        return signed.left if signed.head else 0
+
+
 def sign_forever(redis: Redis, key: Ed25519PrivateKey, events_url: str | None, parent: int) -> None:
     """The child: sign what the ledger gains until the monitor goes away."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the monitor's handlers are not its own
@@ -76,19 +102,11 @@ def sign_forever(redis: Redis, key: Ed25519PrivateKey, events_url: str | None, p
             connection_class=pool.connection_class, **{**pool.connection_kwargs, "client_name": CLIENT_NAME}
         )
     )
-    events = Events(events_url)
-    left, changed, emitted = 0, False, -1e9
+    slicer = Slicer(key, Events(events_url))
+    left = 0
     while os.getppid() == parent:
         try:
-            signed = ledger.sign_slice(
-                redis, key, prepare=credit.board_fold, batch=min(max(left, SLICE_MIN), SLICE_MAX)
-            )
-            changed, left = changed or signed.head is not None, signed.left if signed.head else 0
-            now = time.monotonic()
-            if changed and events.redis_url and now - emitted >= CREDIT_EVENT_SECONDS:
-                # From the signed standings only: what is not signed yet is this process's to fold.
-                events.emit("credit", credit.credit_event(redis, unsigned=False))
-                changed, emitted = False, now
+            left = slicer.sign(redis, left)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError) as exc:
             log.warning("signer: Redis unavailable (%s); retrying", exc)
             left = 0
