@@ -142,6 +142,14 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("ZADD", ledger.RANK, 10**12, me),
         ("ZREM", ledger.RANK, "volunteer-alice"),
         ("HINCRBY", ledger.TOTALS, "credit", 10**12),
+        # the signer's scripts (one runs any commands under a compare-and-set) and what it folded
+        ("EVAL", ledger._WRITE_IF, 1, ledger.STATE, "size", "", 4, "HSET", ledger.BOARD, me, "{}"),
+        ("EVALSHA", sha1(ledger._WRITE_IF), 1, ledger.STATE, "size", "", 4, "HSET", ledger.BOARD, me, "{}"),
+        ("EVAL", ledger._READ_SLICE, 2, ledger.STATE, ledger.LEDGER, 10),
+        ("HSET", ledger.STATE, "size", 0),
+        ("RPUSH", ledger.HEADS, "{}"),
+        ("APPEND", ledger.level_key(4), b"\0" * 32),
+        ("RPUSH", ledger.by_volunteer_key(me), 0),
         # the CO2 totals (a greener footprint than it has) and the counters ACCEPT moves
         ("HSET", job, "co2_mg", 0, "energy_j", 0),
         ("HINCRBY", keys.CARBON_VOLUNTEER, me, -(10**9)),
