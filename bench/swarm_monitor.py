@@ -33,7 +33,7 @@ from hydra.monitor import Monitor, Notifications
 
 TIMINGS: dict[str, list[float]] = {"pass": [], "notifications": [], "notified": []}
 # The parts of a pass (seconds each took), and those of the passes over 10 ms (the first 20).
-PARTS = ("_check_deadlines", "_drain_unheard", "_emit", "_sign_ledger", "_housekeeping")
+PARTS = ("_check_deadlines", "_drain_unheard", "_clean_up_quarantined", "_emit", "_sign_ledger", "_housekeeping")
 CURRENT: dict[str, float] = {}
 SLOW: list[dict[str, float]] = []
 # Wall seconds of the main loop per part, per whole second of the monotonic clock.
@@ -248,8 +248,10 @@ def main() -> None:
     Dispatcher._assign_one = _count_one(Dispatcher._assign_one)  # type: ignore[method-assign]
     import redis.connection
 
+    # Waiting for Redis: the socket reads (hydra.connection's reader and redis-py's both make them).
+    parser = redis.connection.DefaultParser
+    parser.read_from_socket = _loop("redis_wait", parser.read_from_socket, main_thread_only=True)  # type: ignore[method-assign]
     reader = redis.connection.AbstractConnection
-    reader.read_response = _loop("redis_wait", reader.read_response, main_thread_only=True)  # type: ignore[method-assign]
     reader.send_packed_command = _count("round_trips", reader.send_packed_command)  # type: ignore[method-assign]
     reader.pack_command = _count_commands(reader.pack_command, many=False)  # type: ignore[method-assign]
     reader.pack_commands = _count_commands(reader.pack_commands, many=True)  # type: ignore[method-assign]
