@@ -83,11 +83,19 @@ class Events:
         self._emitted[job_id] = now
         if len(self._emitted) > 10000:
             self._emitted.clear()
-        if not force and not redis.set(keys.emit_gate(job_id), 1, nx=True, px=PROGRESS_INTERVAL_MS):
-            return
-        from hydra.queue import job_status
+        from hydra.queue import job_status, parse_job
 
         try:
-            self.emit("job", job_status(redis, job_id))
+            # The gate and what the status needs most in one round trip (a pass sends one event per
+            # active job: five round trips each, before).
+            pipe = redis.pipeline(transaction=False)
+            if not force:
+                pipe.set(keys.emit_gate(job_id), 1, nx=True, px=PROGRESS_INTERVAL_MS)
+            pipe.hgetall(keys.job(job_id))
+            pipe.hlen(keys.job_workers(job_id))
+            *gate, raw, workers = pipe.execute()
+            if gate and not gate[0]:
+                return  # another process sent it moments ago
+            self.emit("job", job_status(redis, job_id, parse_job(job_id, raw), workers=workers))
         except Exception as exc:
             log.debug("no progress event for %s: %s", job_id, exc)

@@ -245,6 +245,9 @@ def emit_gate(job_id: str) -> str:
     return f"{PREFIX}:emit:{job_id}"
 
 
+SUMMARY_GATE = emit_gate("summary")  # the page's once-a-second cluster summary (no job id looks so)
+
+
 def worker_name(user: str, wid: str) -> str:
     return f"{user}/{wid}"
 

@@ -49,7 +49,7 @@ from hydra.notifications import Notifications
 from hydra.scripts import job_script_keys
 from hydra.settings import Settings
 from hydra.signer import SLICE_MAX, SLICE_MIN, Signer, Slicer
-from hydra.workers import worker_summary
+from hydra.workers import ClusterSummary
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ UNHEARD_PER_PASS = 200
 QUARANTINE_PER_PASS = 100
 QUARANTINE_SETTLE = 60.0
 NOTIFY_CHECK_SECONDS = 2.0
-THROUGHPUT_WINDOW = 5.0
 LATE_MARK_TTL = 24 * 3600
 # Keyspace notifications the monitor needs: K (keyspace channels, so it subscribes to volunteers'
 # outboxes and heartbeats only), l (list commands), x (expired keys).
@@ -133,11 +132,10 @@ class Monitor:
         self._lease = redis.register_script(_EXTEND_LEASE)
         self._last_housekeeping = 0.0
         self._unheard_round: list[str] = []  # volunteers whose outboxes the passes are yet to look at
-        self._unheard: set[str] = set()  # found waiting unheard by the last pass: looked at again
+        self._unheard: dict[str, float] = {}  # found waiting unheard by the last pass, and when: looked at again
         self._quarantine_size = -1  # the quarantine set's size when its volunteers were last all marked
         self._last_notify_check = time.time()
-        self._last_summary = 0.0
-        self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
+        self._summary = ClusterSummary(self.events)  # where the loop sends it (no signer child)
         self._active_before: set[str] = set()
         self.longest_pass = 0.0
         self._listener: Notifications | None = None
@@ -267,21 +265,33 @@ class Monitor:
     def _drain_unheard(self) -> None:
         """Drain the outboxes that hold messages the listener has not heard of. A pass looks at the
         next UNHEARD_PER_PASS volunteers in turn; one found so is looked at again by the next pass
-        and drained only if it still is. Under load most outboxes found so hold a message whose
-        notice is on its way: drained by the pass, it cost a slow pass 1-8 ms at N = 10,000, for
-        work the loop does anyway moments later. A lost notice never comes, so it waits one pass more."""
+        and drained only if it still is and no notice of it was heard in between. Under load most
+        outboxes found so hold a message whose notice is on its way, and a busy volunteer's outbox
+        gets a new one every few tens of milliseconds: drained by the pass, they cost a slow pass
+        1-8 ms at N = 10,000, for work the loop does anyway moments later. A lost notice never
+        comes, so a message whose notice was lost waits one pass more."""
         if not self._unheard_round:
             self._unheard_round = self._volunteer_users()
         users, self._unheard_round = self._unheard_round[:UNHEARD_PER_PASS], self._unheard_round[UNHEARD_PER_PASS:]
         looked = list(dict.fromkeys([*self._unheard, *users]))
+        now = time.monotonic()
         pipe = self.redis.pipeline(transaction=False)
         for user in looked:
             pipe.llen(keys.outbox(user))
         replies = pipe.execute()
-        heard = self._listener.heard() if self._listener is not None else set()
+        listener = self._listener
+        # What the loop has read so far: reading the rest now would be the loop's work done in the
+        # pass (a few thousand notices under load, 2-4 ms). A message whose notice is unread here
+        # looks unheard, and its notice is read before the next look (see last_noted).
+        heard = listener.heard(read=False) if listener is not None else set()
         waiting = {user for user, length in zip(looked, replies, strict=True) if length and user not in heard}
-        lost = [user for user in self._unheard if user in waiting]  # unheard at two looks, a pass apart
-        self._unheard = waiting.difference(lost)
+        # Unheard at two looks a pass apart, with no notice of it heard in between.
+        lost = [
+            user
+            for user, at in self._unheard.items()
+            if user in waiting and (listener is None or listener.last_noted(user) < at)
+        ]
+        self._unheard = {user: now for user in waiting.difference(lost)}
         if lost:  # taken together, as the loop drains what it heard (no stamps: they were lost)
             self._safely(self.collector.drain_many, dict.fromkeys(lost))
 
@@ -303,7 +313,9 @@ class Monitor:
         # A result this monitor has heard of but not yet handled is not late: deadlines are judged
         # as of when its oldest waiting message arrived, so that a monitor behind under load does not
         # ask for copies (and more work) of chunks whose results wait in its own backlog.
-        behind = self._listener.backlog(now) if self._listener is not None else 0.0
+        # (Of the notices read so far: those still unread are the newest, and reading them is the
+        # loop's work, 2-4 ms of a pass under load.)
+        behind = self._listener.backlog(now, read=False) if self._listener is not None else 0.0
         self._check_deadlines(now, report, due_by=now - behind)
         if report.requeued or report.copied:
             # Work for idle workers: the loop serves them right after this pass (see run), between
@@ -317,7 +329,9 @@ class Monitor:
             if self._signer is not None:
                 log.warning("monitor: the ledger's signer stopped; starting another")
                 self._signer = Signer.start(self.redis, self.ledger_key, self.events.redis_url)
-            self._sign_ledger()  # no signer beside the loop (not started, no fork) or one just restarted
+            # No signer beside the loop (not started, no fork) or one just restarted: its work here.
+            self._sign_ledger()
+            self._summary.send_if_due(self.redis)
         if now - self._last_housekeeping > HOUSEKEEPING_SECONDS:
             self._housekeeping()
             self._last_housekeeping = now
@@ -459,7 +473,8 @@ class Monitor:
 
     # -- events and housekeeping --------------------------------------------------------------------
     def _emit(self) -> None:
-        """Progress of active jobs (coalesced), and once a second a bounded cluster summary."""
+        """Progress of active jobs (coalesced). (The once-a-second cluster summary is the signer
+        child's to send, see run_pass.)"""
         if not self.events.redis_url:
             return
         active = {j.decode() for j in self.redis.zrange(keys.ACTIVE, 0, 99)}
@@ -469,27 +484,6 @@ class Monitor:
         for job_id in self._active_before - active:
             self.events.job_progress(self.redis, job_id, force=True)
         self._active_before = active
-        now = time.monotonic()
-        if now - self._last_summary < 1.0:
-            return
-        counts = self.redis.hgetall(keys.COUNTS)  # read once for both events
-        summary = worker_summary(self.redis, counts)
-        self.events.emit("workers", summary)
-        done = {k.decode()[5:]: float(v) for k, v in counts.items() if k.startswith(b"done:")}
-        # Throughput over the last few seconds: results land once per chunk (seconds apart), so a
-        # one-second window would read zero between them.
-        self._history.append((now, done))
-        while len(self._history) > 2 and now - self._history[1][0] >= THROUGHPUT_WINDOW:
-            self._history.popleft()
-        then, before = self._history[0]
-        throughput = {
-            # A counter absent then was 0: nothing of that unit had been done yet.
-            unit: max(0.0, (value - before.get(unit, 0.0)) / (now - then))
-            for unit, value in done.items()
-            if now > then
-        }
-        self._last_summary = now
-        self.events.emit("cluster", {"time": time.time(), "workers": summary["count"], "throughput": throughput})
 
     def _housekeeping(self) -> None:
         """Forget jobs whose records expired (bounded: the oldest 1,000 a minute)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import multiprocessing
 import os
 import select
@@ -39,6 +40,8 @@ _BUFFER = 1 << 22
 _PARENT_CHECK = 0.5
 # Notices forwarded in one write at most.
 _BATCH = 256
+# Volunteers whose last notice's time is kept (Notifications.last_noted); past this many, forgotten.
+_MAX_NOTED = 100_000
 
 
 class Notifications:
@@ -49,6 +52,7 @@ class Notifications:
         self._redis = redis
         self._prefix = f"__keyspace@{db}__:"
         self._arrivals: dict[str, collections.deque[float]] = {}
+        self._noted: dict[str, float] = {}  # volunteer → when a notice of its outbox was last read here
         self._oldest: float | None = None  # when the oldest message heard and not yet handled came
         self._dead: set[str] = set()
         self._partial = b""
@@ -118,6 +122,9 @@ class Notifications:
         if kind == "o" and len(fields) == 3:
             when = float(fields[2])
             self._arrivals.setdefault(fields[1], collections.deque()).append(when)
+            if len(self._noted) >= _MAX_NOTED:
+                self._noted.clear()  # bounded: a volunteer forgotten here only looks unheard for a pass
+            self._noted[fields[1]] = time.monotonic()
             self._oldest = self._oldest or when
         elif kind == "x" and len(fields) == 3:
             self._dead.add(keys.worker_name(fields[1], fields[2]))
@@ -159,10 +166,16 @@ class Notifications:
         if not self._arrivals:  # else the oldest may have moved out: the backlog reads long, not short
             self._oldest = None
 
-    def heard(self) -> set[str]:
-        """The volunteers with messages heard of and not yet handled."""
-        self._read()
+    def heard(self, *, read: bool = True) -> set[str]:
+        """The volunteers with messages heard of and not yet handled (with ``read=False``, as far as
+        this side has read what the child forwarded: no parsing of a backlog of notices now)."""
+        if read:
+            self._read()
         return set(self._arrivals)
+
+    def last_noted(self, user: str) -> float:
+        """When (monotonic) a notice of ``user``'s outbox was last read here; -inf if none was."""
+        return self._noted.get(user, -math.inf)
 
     def put_back(self, arrivals: dict[str, collections.deque[float]]) -> None:
         for user, times in arrivals.items():
@@ -170,9 +183,11 @@ class Notifications:
             if times:
                 self._oldest = min(self._oldest or times[0], times[0])
 
-    def backlog(self, now: float) -> float:
-        """Seconds the oldest message heard and not yet handled has waited (0 when none waits)."""
-        self._read()
+    def backlog(self, now: float, *, read: bool = True) -> float:
+        """Seconds the oldest message heard and not yet handled has waited (0 when none waits; with
+        ``read=False``, of what this side has read so far)."""
+        if read:
+            self._read()
         oldest = self._oldest
         return max(0.0, now - oldest) if oldest is not None else 0.0
 

@@ -155,7 +155,12 @@ def count_active_jobs(redis: Redis) -> int:
 
 def read_job(redis: Redis, job_id: str) -> dict[str, Any]:
     """The job record with numbers and params decoded; raises :class:`NoSuchJob`."""
-    raw = redis.hgetall(keys.job(job_id)) if _plausible_id(job_id) else {}
+    return parse_job(job_id, redis.hgetall(keys.job(job_id)) if _plausible_id(job_id) else {})
+
+
+def parse_job(job_id: str, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """:func:`read_job`'s record from the job hash as ``HGETALL`` read it (for a caller that read it
+    in a round trip of its own)."""
     if not raw:
         raise NoSuchJob(f"no job {job_id!r} (it never existed, or its results expired)")
     try:
@@ -178,17 +183,22 @@ def _plausible_id(job_id: str) -> bool:
     return isinstance(job_id, str) and 0 < len(job_id) <= 64 and job_id.isalnum()
 
 
-def job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What a person (CLI, page) wants to know about a job, as a JSON-ready dict.
+def job_status(
+    redis: Redis, job_id: str, record: Mapping[str, Any] | None = None, *, workers: int | None = None
+) -> dict[str, Any]:
+    """What a person (CLI, page) wants to know about a job, as a JSON-ready dict. ``record`` (as
+    :func:`read_job` returns it) and ``workers`` (how many took part): where the caller read them.
 
     Raises :class:`MalformedRecord` (one line) for a record no Hydra process would have written."""
     try:
-        return _job_status(redis, job_id, record)
+        return _job_status(redis, job_id, record, workers)
     except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise MalformedRecord(f"job {job_id} has a malformed record ({type(exc).__name__}: {exc})") from None
 
 
-def _job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _job_status(
+    redis: Redis, job_id: str, record: Mapping[str, Any] | None = None, workers: int | None = None
+) -> dict[str, Any]:
     record = record or read_job(redis, job_id)
     task = get_task(record["task"])
     now = time.time()
@@ -215,7 +225,7 @@ def _job_status(redis: Redis, job_id: str, record: Mapping[str, Any] | None = No
         "elapsed": elapsed,
         "created": record["created"],
         "chunking": record["chunking"],
-        "workers": redis.hlen(keys.job_workers(job_id)),
+        "workers": redis.hlen(keys.job_workers(job_id)) if workers is None else workers,
         "requeued": int(record.get("requeued", 0)),
         **status_fields(record),  # co2_grams, energy_kwh, energy_measured so far (hydra.carbon.accounting)
     }

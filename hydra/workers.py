@@ -10,6 +10,7 @@ to see (CLI); the page shows worker names, devices, zones and speeds only.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from typing import Any
@@ -21,6 +22,10 @@ from hydra.carbon.summary import carbon_summary
 
 SHOWN = 8
 SHOWN_GROUPS = 16  # tasks, devices and zones named in the summary; the rest are summed
+SUMMARY_SECONDS = 1.0
+# Throughput is averaged over this long: results land once per chunk (seconds apart), so a
+# one-second window would read zero between them.
+THROUGHPUT_WINDOW = 5.0
 
 
 def _describe(redis: Redis, names: list[str], *, private: bool = False) -> list[dict[str, Any]]:
@@ -126,3 +131,41 @@ def worker_page(redis: Redis, offset: int = 0, limit: int = 50, *, private: bool
 def worker_list(redis: Redis, limit: int = 500) -> list[dict[str, Any]]:
     """The live workers with their hosts, for the operator's CLI (``hydra workers``)."""
     return worker_page(redis, 0, limit, private=True)["workers"]
+
+
+class ClusterSummary:
+    """The page's once-a-second ``workers`` event (:func:`worker_summary`) and ``cluster`` event
+    (live workers, throughput per unit). Sent by the monitor's signer child beside the loop (it took
+    3-8 ms of a periodic pass at N = 10,000), else by a pass; once a second for the whole cluster,
+    whichever monitor's process sends it (a gate key in Redis)."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+        self._last = -1e9
+        self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
+
+    def send_if_due(self, redis: Redis) -> bool:
+        """Send both events if a second has passed here and no process sent them in the last second;
+        returns whether it sent them."""
+        now = time.monotonic()
+        if not self.events.redis_url or now - self._last < SUMMARY_SECONDS:
+            return False
+        self._last = now
+        counts = redis.hgetall(keys.COUNTS)  # read once for both events
+        done = {k.decode()[5:]: _float(v) for k, v in counts.items() if k.startswith(b"done:")}
+        self._history.append((now, done))  # kept every second, sent or not: the window stays whole
+        while len(self._history) > 2 and now - self._history[1][0] >= THROUGHPUT_WINDOW:
+            self._history.popleft()
+        if not redis.set(keys.SUMMARY_GATE, 1, nx=True, px=int(SUMMARY_SECONDS * 900)):
+            return False  # another monitor's process sent it moments ago
+        summary = worker_summary(redis, counts)
+        self.events.emit("workers", summary)
+        then, before = self._history[0]
+        throughput = {
+            # A counter absent then was 0: nothing of that unit had been done yet.
+            unit: max(0.0, (value - before.get(unit, 0.0)) / (now - then))
+            for unit, value in done.items()
+            if now > then
+        }
+        self.events.emit("cluster", {"time": time.time(), "workers": summary["count"], "throughput": throughput})
+        return True

@@ -8,6 +8,7 @@ quarantine, attempts) is checked deterministically.
 from __future__ import annotations
 
 import json
+import math
 import time
 import types
 
@@ -1090,24 +1091,30 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
 
 def test_a_pass_drains_an_outbox_nobody_heard_of_only_once_the_next_pass_finds_it_still_so(client, monkeypatch):
     """Under load most outboxes a pass finds holding messages unheard of hold one whose notice is on
-    its way (the loop drains it moments later): a pass drains only those the next pass finds
-    still so, not the rest (draining them cost slow passes 1-8 ms at N = 10,000)."""
+    its way (the loop drains it moments later), and a busy volunteer's outbox gets a new message
+    every few tens of milliseconds: a pass drains only those the next pass finds still so with no
+    notice heard in between, not the rest (draining them cost slow passes 1-8 ms at N = 10,000)."""
     from hydra.monitor import Monitor
 
     monitor = Monitor(client, Settings())
     drained: list[list[str]] = []
     monkeypatch.setattr(monitor.collector, "drain_many", lambda arrivals: drained.append(sorted(arrivals)))
-    monkeypatch.setattr(monitor, "_volunteer_users", lambda: ["alice", "bob", "carol"])
+    monkeypatch.setattr(monitor, "_volunteer_users", lambda: ["alice", "bob", "carol", "dave"])
 
     heard = {"carol"}  # heard of, not handled yet: the loop's to drain
-    monitor._listener = types.SimpleNamespace(heard=lambda: heard)
-    for user in ("alice", "bob", "carol"):
+    noted: dict[str, float] = {}
+    last_noted = lambda user: noted.get(user, -math.inf)  # noqa: E731
+    monitor._listener = types.SimpleNamespace(heard=lambda read=True: heard, last_noted=last_noted)
+    for user in ("alice", "bob", "carol", "dave"):
         client.rpush(keys.outbox(user), b"{}\n")
     monitor._drain_unheard()
-    assert drained == [], "alice's and bob's notices may be on their way"
+    assert drained == [], "alice's, bob's and dave's notices may be on their way"
     client.delete(keys.outbox("bob"))  # bob's came, and the loop drained its outbox
+    noted["dave"] = time.monotonic()  # dave's came and was drained, and dave pushed another since
     monitor._drain_unheard()
-    assert drained == [["alice"]], "alice's notice was lost"
+    assert drained == [["alice"]], "alice's notice was lost; dave's are coming"
+    monitor._drain_unheard()
+    assert drained == [["alice"], ["dave"]], "no notice of dave's last message for a whole pass: lost"
 
 
 def hello_message(wid: str, **fields) -> bytes:
@@ -1271,6 +1278,56 @@ def test_the_workers_summary_is_bounded_and_costs_the_same_round_trips_at_any_si
         assert [w["name"] for w in summary["slowest"]] == joined[:2], "the two slowest at pi"
     assert counted[0] == counted[1] <= 4, counted
     assert sizes[1] < sizes[0] * 1.2, sizes
+
+
+def test_the_cluster_summary_is_sent_once_a_second_for_the_cluster_whichever_process_sends_it(client):
+    """The ``workers`` and ``cluster`` events go out once a second: from the signer child beside
+    each monitor's loop, so with several monitors one of them sends (a gate in Redis). Throughput is
+    averaged over the seconds kept, and a counter that is not a number reads as none done."""
+    from hydra.workers import ClusterSummary
+
+    sent: list[tuple[str, dict]] = []
+    events = types.SimpleNamespace(redis_url="redis://page", emit=lambda name, data: sent.append((name, data)))
+    one, other = ClusterSummary(events), ClusterSummary(events)
+    client.hset(keys.COUNTS, mapping={"done:samples": 1000, "done:pixels": "garbage"})
+    assert one.send_if_due(client)
+    assert [name for name, _ in sent] == ["workers", "cluster"]
+    assert not one.send_if_due(client), "not again within its second"
+    assert not other.send_if_due(client), "another monitor's child: the gate says it was sent"
+    assert len(sent) == 2
+    client.hset(keys.COUNTS, "done:samples", 5000)
+    client.delete(keys.SUMMARY_GATE)  # a second later, as far as the gate and the sender know
+    one._last -= 2.0
+    one._history[0] = (one._history[0][0] - 2.0, one._history[0][1])  # the first sample, 2 s ago
+    assert one.send_if_due(client)
+    throughput = sent[-1][1]["throughput"]
+    assert 1900 < throughput["samples"] <= 2000, throughput  # 4,000 more in a little over 2 s
+    assert throughput["pixels"] == 0
+
+
+def test_a_jobs_progress_event_costs_two_round_trips_and_goes_out_once_per_interval(client, collector, monkeypatch):
+    """A pass sends each active job's progress: the cluster-wide gate and the record in one round
+    trip, the task's live workers in another. Another process within the interval sends nothing;
+    a forced event (a job that ended) goes out anyway."""
+    from hydra.events import Events
+
+    job_id = pi_job(client)
+    alice = FakeWorker(collector, "alice")
+    alice.hello()
+    assert alice.answer(alice.take()) == "accepted"
+    sent: list[dict] = []
+    one, other = Events("redis://page"), Events("redis://page")
+    for events in (one, other):
+        monkeypatch.setattr(events, "emit", lambda name, data: sent.append(data))
+    trips = round_trips_on(client, monkeypatch)
+    one.job_progress(client, job_id)
+    assert len(trips) <= 2, trips
+    assert len(sent) == 1 and sent[0]["job"] == job_id and sent[0]["workers"] == 1, "alice took part"
+    assert sent[0]["state"] == "running" and "detail" not in sent[0], "alice's worker runs pi"
+    other.job_progress(client, job_id)
+    assert len(sent) == 1, "the gate: sent moments ago by another process"
+    other.job_progress(client, job_id, force=True)
+    assert len(sent) == 2
 
 
 def test_made_up_tasks_and_zones_in_hellos_never_grow_the_counts_or_the_summary(client, collector):
