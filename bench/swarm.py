@@ -352,13 +352,14 @@ async def _measure(
     submitted = time.monotonic()
     give_up = submitted + 3 * seconds + 20
     state = "queued"
-    depths = []  # (seconds since submit, pending, wanted, running) chunks of the job
+    # (seconds since submit, pending, wanted, running) chunks of the job, and workers waiting for work
+    depths = []
     while True:
         await asyncio.sleep(0.25)
         snap()
         state = operator.hget(keys.job(job_id), "state").decode()
         pipe = operator.pipeline(transaction=False)
-        for key in (keys.pending(job_id), keys.wanted(job_id), keys.running(job_id)):
+        for key in (keys.pending(job_id), keys.wanted(job_id), keys.running(job_id), keys.IDLE):
             pipe.zcard(key)
         depths.append((round(time.monotonic() - submitted, 2), *pipe.execute()))
         if state not in ("queued", "running") or time.monotonic() > give_up:
@@ -448,9 +449,17 @@ async def _measure(
         "last_errors": [e.decode(errors="replace")[:200] for e in operator.lrange(keys.ERRORS, 0, 2)],
         "simulator_max_lag_ms": round(swarm.max_lag * 1000, 1),
         "window_from_submit_s": (round(low - submitted, 2), round(high - submitted, 2)),
-        "pending_wanted_running": depths,
+        "pending_wanted_running_idle": depths,
         "load_1min": round(load(), 2),
     }
+
+
+def _all_served(row: dict[str, Any]) -> str:
+    """When no volunteer waited for work any more (hydra:idle empty), as the run sampled it."""
+    for at, _pending, _wanted, running, idle in row.get("pending_wanted_running_idle", []):
+        if running and not idle:
+            return f"{at} s"
+    return "never"
 
 
 def loop_shares(stats: dict[str, Any], low: float, high: float) -> dict[str, float]:
@@ -735,10 +744,11 @@ def report(out: dict[str, Any]) -> str:
             lines.append(
                 f"N={r['n']}: volunteers busy {r['volunteers_busy_share']:.0%} of the window, chunks of "
                 f"{r['chunk_work_s_p50']} s of work (p50; {r['chunk_seconds']} s asked); the monitor timed chunks "
-                f"at {_quantile_text(timing['measured_over_worked'])} × their work; results read late by "
-                f"{_quantile_text(stamped)} s where the listener had stamped them ({share:.0%}), "
-                f"{_quantile_text(unstamped)} s where not; chunks started "
-                f"{_quantile_text(timing.get('start_wait', {}))} s after the monitor counts them startable"
+                f"at {_quantile_text(timing['measured_over_worked'])} × their work; results timed as arriving "
+                f"{_quantile_text(stamped)} s after they were sent where the listener stamped them ({share:.0%}), "
+                f"{_quantile_text(unstamped)} s where the monitor estimated it; chunks started "
+                f"{_quantile_text(timing.get('start_wait', {}))} s after the monitor counts them startable; "
+                f"every volunteer had work {_all_served(r)} after the submit"
             )
     if "real_worker" in out:
         cost = out["real_worker"]
