@@ -62,7 +62,9 @@ def test_chaos_sigkill_a_worker_every_second(client, cluster_factory):
 
 
 def test_killed_worker_chunk_is_requeued_and_monitor_can_be_replaced(client, cluster_factory):
-    samples, seed = 3_000_000_000, 5
+    # Seconds of work per worker on a fast machine: the worker must still be running a chunk when
+    # it is killed, after the waits for the first monitor's children to go (3e9 samples were done by then).
+    samples, seed = 30_000_000_000, 5
     cluster = cluster_factory(2, monitor=False)
     env = cluster.child_env()
     first_monitor = spawn(["python", "-m", "hydra", "monitor"], env=env)
