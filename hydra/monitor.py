@@ -16,7 +16,8 @@ not with the number of volunteers:
 * **Events** for the page: job progress (coalesced) and, once a second, a cluster summary of
   bounded size whatever the number of workers.
 * **The credit ledger** is folded and signed beside the loop, by a child process
-  (:mod:`hydra.signer`); where none can be forked, by the loop itself.
+  (:mod:`hydra.signer`), which also sends the cluster summary; where none can be forked, the loop
+  does both.
 
 Every change is a Lua script, so a monitor killed at any point loses nothing: a missed
 notification is caught by the next message from that volunteer or by the deadline pass, and a
