@@ -665,6 +665,34 @@ def main(argv: list[str] | None = None) -> None:
         out["monitor_hot_spots"] = hot_spots(profile)
     print(report(out))
     write_json(args.json, out)
+    print(f"wrote {timeline_chart(out, args.json.with_suffix('.png') if args.json else OUT / 'swarm.png')}")
+
+
+def timeline_chart(out: dict[str, Any], path: Path) -> Path:
+    """One panel per N, over the seconds since the submit: the chunks volunteers hold (per
+    volunteer: 2 when every one holds its running chunk and the next) and the share of volunteers
+    waiting for work. The ramp after the submit, the steady part and the tail, as they were."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = out["runs"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), dpi=120, squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        depths = run.get("pending_wanted_running_idle", [])
+        at = [d[0] for d in depths]
+        ax.plot(at, [d[3] / run["n"] for d in depths], color="#5b8def", label="chunks held per volunteer")
+        ax.plot(at, [d[4] / run["n"] for d in depths], color="#f39c4a", label="share of volunteers waiting")
+        ax.set_ylim(0, 2.1)
+        ax.set_title(f"N = {run['n']:,}: {run['chunks_per_s']:.0f} chunks/s of {run['ideal_chunks_per_s']:.0f}")
+        ax.set_xlabel("seconds since the submit")
+    axes[0][0].legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _run_line(row: dict[str, Any]) -> str:

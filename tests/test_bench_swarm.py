@@ -25,6 +25,7 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads(out.read_text())
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the timeline chart beside it"
     assert [run["n"] for run in data["runs"]] == [20, 60]
     for run in data["runs"]:
         # Every unit of the job done exactly once, and the sum agrees.
