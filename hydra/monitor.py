@@ -204,6 +204,23 @@ class Monitor:
             self._idle_backoff = now + self.settings.monitor_interval
         return served > 0
 
+    def _serve_if_waiting_longer(self, oldest_result: float) -> None:
+        """Between two rounds of results, serve a slice of idle workers (serve_waiting) if the one
+        waiting longest has waited longer than the next round's oldest result: whoever asked for
+        work first gets it first. Served only between drains, the idle workers of a new job got a
+        few per cent of a saturated loop: at N = 10,000 on two cores the last of them got its first
+        chunk 19-21 s after the submit, 5-6 s so (and the job ended 2 s sooner), while the results'
+        own wait for their next chunk grew (p99 3.4-8.5 s against 2.4-5.5). One ``ZRANGE`` a round
+        while workers wait, none for a pass interval once none do."""
+        now = time.monotonic()
+        if now < self._idle_backoff:
+            return
+        oldest = self.redis.zrange(keys.IDLE, 0, 0, withscores=True)
+        if not oldest:
+            self._idle_backoff = now + self.settings.monitor_interval
+        elif float(oldest[0][1]) < oldest_result:
+            self.serve_waiting(now)
+
     def wake(self) -> None:
         """Make the loop look at its stop event now rather than at the end of its wait (signal-safe)."""
         if self._listener is not None:
@@ -223,6 +240,8 @@ class Monitor:
             if time.monotonic() > give_up:
                 listener.put_back({u: arrivals[u] for rest in rounds[i:] for u in rest})
                 break
+            if i:  # idle workers that waited longer than this round's results go first
+                self._serve_if_waiting_longer(min((arrivals[u][0] for u in group if arrivals[u]), default=time.time()))
             try:
                 round_arrivals = {user: arrivals[user] for user in group}
                 listener.catch_up(round_arrivals)

@@ -524,6 +524,51 @@ def test_the_monitor_serves_idle_workers_between_messages_not_a_few_per_pass(cli
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 400 * BLOCK)
 
 
+@pytest.mark.parametrize("idle_first", [True, False])
+def test_idle_workers_that_waited_longer_than_the_results_are_served_between_rounds(client, monkeypatch, idle_first):
+    """Whoever asked for work first gets it first: between two rounds of results, idle workers are
+    served if the one waiting longest waited longer than the next round's oldest result; else the
+    results go on, and the idle ones are served after the drain, by the loop, as before."""
+    from hydra import monitor as monitor_module
+    from hydra import queue
+    from hydra.monitor import Monitor, Notifications, enable_notifications
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(monitor_module, "DRAIN_ROUND_USERS", 2)  # six volunteers' results: three rounds
+    monitor = Monitor(client, Settings())
+    enable_notifications(client)
+    listener = monitor._listener = Notifications(client, 0).start()
+    try:
+        busy = [FakeWorker(monitor.collector, f"busy{i}") for i in range(6)]
+        idle = [FakeWorker(monitor.collector, f"idle{i}") for i in range(20)]
+        for worker in busy + idle:
+            worker.hello()  # no job yet: every one waits in hydra:idle
+        # Submitted without the scheduler's own quick serving, as if its process died right after.
+        monkeypatch.setattr(queue, "_serve_idle_workers", lambda redis: None)
+        submit(client, "pi", {"samples": 400 * BLOCK, "seed": 5}, SubmitOptions(chunk_units=1))
+        monitor.dispatcher.forget_active()
+        for worker in busy:
+            assert monitor.dispatcher.fill(worker.name) == 2
+        if not idle_first:  # the idle ones started waiting after the results below were sent
+            client.zadd(keys.IDLE, {w.name: time.time() + 3600 for w in idle}, xx=True)
+        listener.take()  # the hellos were handled above
+        for worker in busy:
+            client.rpush(keys.outbox(worker.user), json.dumps(worker.result(worker.take())).encode() + b"\n")
+        wait_until(lambda: len(listener.heard()) == 6, 10, what="the listener hearing six results")
+        assert monitor.handle_notifications(listener, budget=5) == 6
+        assert all(client.scard(keys.held(w.name)) == 2 for w in busy), "the busy ones topped up"
+        if idle_first:
+            assert client.zcard(keys.IDLE) == 0, "served between the rounds"
+            assert all(w.inbox() for w in idle)
+        else:
+            assert client.zcard(keys.IDLE) == 20, "the results waited longer: theirs first"
+            while monitor.serve_waiting(time.monotonic()):
+                pass
+            assert client.zcard(keys.IDLE) == 0, "and then the loop serves them"
+    finally:
+        listener.close()
+
+
 def test_a_result_drained_before_its_arrival_stamp_never_takes_a_later_results_stamp(client, collector):
     """Under load a drain pops messages whose keyspace notification the listener has not heard yet;
     their stamps, heard later, must be skipped, not paired with later results (which would then
