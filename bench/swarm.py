@@ -130,6 +130,7 @@ class Swarm:
         self.results: list[float] = []
         self.worked: list[tuple[float, float]] = []  # (when a chunk's work ended, its seconds of work)
         self.latencies: list[tuple[float, float]] = []
+        self.firsts: list[tuple[float, float]] = []  # (a volunteer's first hello, its first chunk)
         self.lapsed = 0
         self.disconnected = 0
         self.stopped = 0
@@ -172,6 +173,7 @@ class Swarm:
             "results": self.results,
             "worked": self.worked,
             "latencies": self.latencies,
+            "firsts": self.firsts,
             "lapsed": self.lapsed,
             "disconnected": self.disconnected,
             "stopped": self.stopped,
@@ -193,6 +195,7 @@ class Swarm:
             self.results += got["results"]
             self.worked += [(at, seconds) for at, seconds in got["worked"]]
             self.latencies += [tuple(x) for x in got["latencies"]]
+            self.firsts += [(hello, first) for hello, first in got["firsts"]]
             self.lapsed += got["lapsed"]
             self.disconnected += got["disconnected"]
             self.stopped += got["stopped"]
@@ -348,6 +351,7 @@ async def _measure(
     snap()
     idle = snapshots[-1].redis_cpu - snapshots[0].redis_cpu, snapshots[-1].at - snapshots[0].at
     units = int(n * UNITS_PER_SECOND * seconds)
+    submitting = time.monotonic()  # (submit itself gives idle workers their first chunks)
     job_id = submit(operator, "null", {"units": units}, SubmitOptions(chunk_seconds=chunk_seconds))
     submitted = time.monotonic()
     give_up = submitted + 3 * seconds + 20
@@ -416,6 +420,9 @@ async def _measure(
         "dispatch_p99_ms": _ms(percentile(latencies, 0.99)),
         "dispatch_max_ms": _ms(percentile(latencies, 1.0)),
         "latency_samples": len(latencies),
+        # A volunteer's first chunk, from when it asked (its hello, or the submit if it said hello
+        # before): the ramp, which the steady window's dispatch figures leave out.
+        **_first_chunk_waits([first - max(hello, submitting) for hello, first in swarm.firsts if first >= submitting]),
         "chunk_work_s_p50": round(percentile(worked, 0.5), 3) if worked else None,
         "volunteers_busy_share": round(sum(worked) / (n * max(high - low, 1e-9)), 3),
         "redis_cpu_share": (last.redis_cpu - first.redis_cpu) / span,
@@ -451,6 +458,16 @@ async def _measure(
         "window_from_submit_s": (round(low - submitted, 2), round(high - submitted, 2)),
         "pending_wanted_running_idle": depths,
         "load_1min": round(load(), 2),
+    }
+
+
+def _first_chunk_waits(waits: list[float]) -> dict[str, Any]:
+    if not waits:
+        return {"first_chunk_wait_p50_s": None, "first_chunk_wait_p99_s": None, "first_chunk_wait_max_s": None}
+    return {
+        "first_chunk_wait_p50_s": round(percentile(waits, 0.5) or 0.0, 3),
+        "first_chunk_wait_p99_s": round(percentile(waits, 0.99) or 0.0, 3),
+        "first_chunk_wait_max_s": round(max(waits), 3),
     }
 
 
@@ -776,7 +793,9 @@ def report(out: dict[str, Any]) -> str:
                 f"{_quantile_text(stamped)} s after they were sent where the listener stamped them ({share:.0%}), "
                 f"{_quantile_text(unstamped)} s where the monitor estimated it; chunks started "
                 f"{_quantile_text(timing.get('start_wait', {}))} s after the monitor counts them startable; "
-                f"every volunteer had work {_all_served(r)} after the submit"
+                f"every volunteer had work {_all_served(r)} after the submit; a volunteer's first chunk came "
+                f"{r['first_chunk_wait_p50_s']}/{r['first_chunk_wait_p99_s']}/{r['first_chunk_wait_max_s']} s "
+                "(p50/p99/max) after it asked"
             )
     if "real_worker" in out:
         cost = out["real_worker"]

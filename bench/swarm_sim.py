@@ -107,10 +107,14 @@ class Sim:
         self.asked: collections.deque[float] = collections.deque()  # when each unanswered result went out
         self.chunks: collections.deque[dict[str, Any]] = collections.deque()  # held, not yet started
         self.busy = False
+        self.hello_at: float | None = None  # when it first asked for work (its first hello)
+        self.first_at: float | None = None  # when its first chunk came
 
     def hello(self) -> None:
         self.welcomed = False
         self.asked.clear()
+        if self.hello_at is None:
+            self.hello_at = time.monotonic()
         message = {
             "t": "hello",
             "w": self.wid,
@@ -228,6 +232,9 @@ class Group:
             if sim.asked:
                 asked = sim.asked.popleft()
                 self.swarm.latencies.append((asked, now - asked))
+            elif sim.first_at is None and sim.hello_at is not None:  # its first: asked for by its hello
+                sim.first_at = now
+                self.swarm.firsts.append((sim.hello_at, now))
             sim.take(message)
         elif kind == "welcome":
             sim.heartbeat = float(message.get("heartbeat", 1.0))

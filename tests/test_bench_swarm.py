@@ -36,6 +36,9 @@ def test_swarm_quick_writes_sane_json(tmp_path: Path) -> None:
         assert run["chunks"] > 0 and run["results_sent"] >= run["chunks"]
         assert run["chunks_per_s"] > 0
         assert 0 < run["dispatch_p50_ms"] <= run["dispatch_p99_ms"] < 5000
+        # Every volunteer's first chunk, timed from the submit (they all said hello before it).
+        assert 0 <= run["first_chunk_wait_p50_s"] <= run["first_chunk_wait_p99_s"] <= run["first_chunk_wait_max_s"]
+        assert run["first_chunk_wait_max_s"] < run["job_seconds"]
         assert run["monitor"]["passes"] > 0 and run["monitor"]["longest_pass_s"] > 0
         assert 0 < run["redis_cpu_share"] < 2
         assert run["memory_per_volunteer_bytes"] > 0
