@@ -241,7 +241,8 @@ class Monitor:
                 listener.put_back({u: arrivals[u] for rest in rounds[i:] for u in rest})
                 break
             if i:  # idle workers that waited longer than this round's results go first
-                self._serve_if_waiting_longer(min((arrivals[u][0] for u in group if arrivals[u]), default=time.time()))
+                oldest = min((arrivals[u][0] for u in group if arrivals[u]), default=time.time())
+                self._safely(self._serve_if_waiting_longer, oldest)  # (trouble there never costs the rounds)
             try:
                 round_arrivals = {user: arrivals[user] for user in group}
                 listener.catch_up(round_arrivals)
