@@ -7,10 +7,13 @@ quarantine, attempts) is checked deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 import time
 import types
+from collections.abc import Iterator
 
 import pytest
 from redis import Redis
@@ -68,6 +71,20 @@ def collector(client) -> Collector:
 def pi_job(client, samples: int = 40 * BLOCK, **options) -> str:
     opts = SubmitOptions(**{"chunk_units": 4, **options})
     return submit(client, "pi", {"samples": samples, "seed": 5}, opts)
+
+
+@contextlib.contextmanager
+def running(monitor) -> Iterator[None]:
+    """The monitor's loop on a thread of its own for the block; stopped, woken and joined after it."""
+    stop = threading.Event()
+    loop = threading.Thread(target=monitor.run, args=(stop,))
+    loop.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        monitor.wake()
+        loop.join(30)
 
 
 def round_trips_on(client: Redis, monkeypatch) -> list:
@@ -897,7 +914,6 @@ def test_a_ledger_backlog_is_signed_in_a_few_big_slices_between_messages(client)
     when the job ended). A backlog is signed as it stands, up to LEDGER_SLICE_MAX entries a slice:
     5,000 entries take a few heads, not 157; every entry reaches the standings once, and each
     volunteer's list of its entries is in ledger order."""
-    import threading
 
     from hydra import credit, ledger
     from hydra.monitor import LEDGER_SLICE_MAX, Monitor
@@ -912,15 +928,8 @@ def test_a_ledger_backlog_is_signed_in_a_few_big_slices_between_messages(client)
         ),
     )
     monitor = Monitor(client, Settings())
-    stop = threading.Event()
-    loop = threading.Thread(target=monitor.run, args=(stop,))
-    loop.start()
-    try:
+    with running(monitor):
         wait_until(lambda: int(client.hget(ledger.STATE, "size") or 0) == total, 60, what="the backlog signed")
-    finally:
-        stop.set()
-        monitor.wake()
-        loop.join(30)
     sizes = [head.size for head in ledger.heads(client)]
     assert sizes[-1] == total and len(sizes) <= 8, sizes
     assert all(0 < b - a <= LEDGER_SLICE_MAX for a, b in zip([0, *sizes[:-1]], sizes, strict=True)), sizes
@@ -936,7 +945,6 @@ def test_the_ledger_is_signed_by_a_child_of_the_monitor_and_a_killed_one_is_repl
     killed with SIGKILL is replaced at the next pass, and what was added meanwhile is signed once."""
     import os
     import signal
-    import threading
 
     from hydra import credit, ledger
     from hydra.monitor import Monitor
@@ -953,10 +961,7 @@ def test_the_ledger_is_signed_by_a_child_of_the_monitor_and_a_killed_one_is_repl
         return int(client.hget(ledger.STATE, "size") or 0)
 
     monitor = Monitor(client, Settings())
-    stop = threading.Event()
-    loop = threading.Thread(target=monitor.run, args=(stop,))
-    loop.start()
-    try:
+    with running(monitor):
         wait_until(lambda: monitor._signer is not None, 30, what="the signer started")
         first = monitor._signer._process.pid
         assert first != os.getpid()
@@ -967,10 +972,6 @@ def test_the_ledger_is_signed_by_a_child_of_the_monitor_and_a_killed_one_is_repl
         wait_until(lambda: signed() == 150, 30, what="the entries added after the kill signed")
         wait_until(lambda: monitor._signer._process.pid != first, 30, what="another signer")
         assert monitor._signer.alive()
-    finally:
-        stop.set()
-        monitor.wake()
-        loop.join(30)
     assert monitor._signer is None, "the monitor stopped its signer"
     standings = credit.board(client, unsigned_limit=0)
     assert sum(s.chunks for s in standings.values()) == 150 and sum(s.credit for s in standings.values()) == 150_000
@@ -1107,7 +1108,6 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
     """Keyspace notices are fire and forget (one sent while the listener reconnects is lost): a
     volunteer's hello pushed with no notice sent is still read by the running monitor's passes,
     which look at every volunteer's outbox in turn, not left waiting for its next message."""
-    import threading
 
     from hydra.monitor import Monitor
     from hydra.volunteers import add_volunteer
@@ -1116,10 +1116,7 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
     add_volunteer(client, "alice", redis_server.url)
     user = "volunteer-alice"
     monitor = Monitor(client, Settings())
-    stop = threading.Event()
-    loop = threading.Thread(target=monitor.run, args=(stop,))
-    loop.start()
-    try:
+    with running(monitor):
         wait_until(lambda: monitor._listener is not None, 30, what="the monitor listening")
         flags = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
         client.config_set("notify-keyspace-events", "")  # this push sends no notice
@@ -1128,10 +1125,6 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
         client.config_set("notify-keyspace-events", flags)
         wait_until(lambda: client.zscore(keys.LIVE, f"{user}/w1") is not None, 30, what="the hello read")
         assert client.llen(keys.outbox(user)) == 0
-    finally:
-        stop.set()
-        monitor.wake()
-        loop.join(30)
 
 
 def test_a_pass_drains_an_outbox_nobody_heard_of_only_once_the_next_pass_finds_it_still_so(client, monkeypatch):
