@@ -163,6 +163,9 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("HDEL", keys.COUNTS, "task:pi"),
         ("HINCRBY", keys.worker(f"{me}/x"), "chunks", 10**6),
         ("HINCRBY", keys.worker(honest), "chunks", -1),
+        # the gates of the page's events: held for good, the page would show nothing new
+        ("SET", keys.SUMMARY_GATE, 1, "PX", 10**9),
+        ("SET", keys.emit_gate(job_id), 1, "PX", 10**9),
     ]
     assert refused(attacker, commands) == []
     site.assert_pi_exact(job_id, SAMPLES, 11)
