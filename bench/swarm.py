@@ -419,6 +419,8 @@ async def _measure(
         "dispatch_p50_ms": _ms(percentile(latencies, 0.50)),
         "dispatch_p99_ms": _ms(percentile(latencies, 0.99)),
         "dispatch_max_ms": _ms(percentile(latencies, 1.0)),
+        # When the long waits were asked for: (seconds from the submit, p99 ms, asks) per tenth of the job.
+        "dispatch_p99_ms_by_time": _by_time(swarm.latencies, submitted, finished),
         "latency_samples": len(latencies),
         # A volunteer's first chunk, from when it asked (its hello, or the submit if it said hello
         # before): the ramp, which the steady window's dispatch figures leave out.
@@ -498,6 +500,16 @@ def _per(amount: float, count: int, scale: float = 1.0) -> float | None:
 
 
 # -- what one real `rq worker hydra` chunk costs Redis -----------------------------------------------
+
+
+def _by_time(latencies: list[tuple[float, float]], start: float, end: float, parts: int = 10) -> list[list[float]]:
+    """Dispatch p99 by when it was asked for: [seconds from ``start``, p99 ms, asks] per part."""
+    width = max(end - start, 1e-9) / parts
+    buckets: list[list[float]] = [[] for _ in range(parts)]
+    for asked, latency in latencies:
+        if start <= asked <= end:
+            buckets[min(int((asked - start) / width), parts - 1)].append(latency)
+    return [[round(i * width, 1), _ms(percentile(b, 0.99)), len(b)] for i, b in enumerate(buckets) if b]
 
 
 def _commandstats(client: Any) -> dict[str, int]:

@@ -190,6 +190,18 @@ def _timed(name: str, method: Any) -> Any:
     return wrapper
 
 
+# What a message cost the loop as the monitor last measured it (µs; hydra.dispatch.Dispatcher.tail_floor).
+MESSAGE_COST: list[float] = []
+
+
+def _note_message_cost(method: Any) -> Any:
+    def wrapper(self: Monitor) -> None:
+        method(self)
+        MESSAGE_COST[:] = [self.dispatcher.message_cost * 1e6]
+
+    return wrapper
+
+
 def summary() -> dict[str, Any]:
     for (name, second), n in PACKED.items():
         LOOP[f"n:cmd:{_command_name((name,))}"][second] += n
@@ -212,6 +224,7 @@ def summary() -> dict[str, Any]:
         # Where the time of the slow passes went (ms; serve_idle and the rest are what remains).
         "slow_passes_ms": SLOW,
         "assigns": dict(ASSIGNS),
+        "message_cost_us": round(MESSAGE_COST[0], 1) if MESSAGE_COST else None,
         "result_timing": {k: {**(_quantiles(v) or {}), "n": len(v)} for k, v in TIMING.items()},
         "loop_s": {name: {str(k): round(v, 6) for k, v in seconds.items()} for name, seconds in LOOP.items()},
     }
@@ -243,6 +256,7 @@ def main() -> None:
         ("sign", Monitor, "_sign_ledger"),  # between messages, and inside passes (counted in both)
     ):
         setattr(owner, attr, _loop(name, getattr(owner, attr)))
+    Monitor._measure_message_cost = _note_message_cost(Monitor._measure_message_cost)  # type: ignore[method-assign]
     Collector._speed = _time_results(Collector._speed)  # type: ignore[method-assign]
     Dispatcher.settle = _count_settle(Dispatcher.settle)  # type: ignore[method-assign]
     Dispatcher._assign_one = _count_one(Dispatcher._assign_one)  # type: ignore[method-assign]

@@ -10,8 +10,9 @@ active job whose task and version the worker has:
    worker of the same volunteer, so sybil workers of one account never confirm each other;
 2. the head of the job's *pending* chunks, split so that the worker's piece takes about the job's
    chunk time at the worker's speed as measured here (never as reported by the worker), shrinking
-   near the end of the job (guided self-scheduling) so that workers of any speed finish together;
-   a worker with no measured speed gets a small probe;
+   near the end of the job (guided self-scheduling) so that workers of any speed finish together,
+   but never below what the trusted side can answer (:meth:`Dispatcher.tail_floor`); a worker with
+   no measured speed gets a small probe;
 3. at the tail of a job (nothing pending), a chunk another worker holds but has not started yet
    (it waits in that worker's inbox), taken back atomically and given here when this worker is
    expected to finish it sooner (work stealing: no work is done twice);
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 DEPTH = 2
 MIN_CHUNK_SECONDS = 0.1
+# At a job's tail, chunks shrink only while the results they bring would keep the trusted side's
+# loop at most this busy (see Dispatcher.tail_floor).
+TAIL_LOAD = 0.8
 # A tail copy must be expected to finish this much sooner than the chunk's holder to be worth it.
 SPECULATION_MARGIN = 0.5
 # A stolen chunk must be expected to finish at least this much sooner (or 10 % of its time).
@@ -169,6 +173,9 @@ class Dispatcher:
         self._specs: dict[str, JobSpec | None] = {}
         self._active: tuple[float, list[str]] = (-math.inf, [])  # never fetched
         self._cluster_rates: dict[str, tuple[float, float]] = {}
+        # Seconds of the trusted side's loop one message costs, as the monitor measures it (0 where
+        # nothing does): how short a chunk the tail may be cut into (tail_floor).
+        self.message_cost = 0.0
         self.carbon = CarbonGate(redis)  # issue 17: carbon-aware jobs wait for cleaner zones and hours
 
     # -- what there is to do ------------------------------------------------------------------------
@@ -583,8 +590,18 @@ class Dispatcher:
         unclaimed = max(spec.units_total - claimed, count)
         remaining_work = spec.total_work * unclaimed / max(spec.units_total, 1)
         cluster = max(self.cluster_rate(task.name), rate)
-        seconds = min(spec.chunk_seconds, max(MIN_CHUNK_SECONDS, remaining_work / cluster / 2))
+        seconds = min(spec.chunk_seconds, max(self.tail_floor(rate, cluster), remaining_work / cluster / 2))
         return task.units_for_work(spec.params, spec.data, first, count, rate * seconds)
+
+    def tail_floor(self, rate: float, cluster: float) -> float:
+        """The shortest chunk worth cutting for a worker of speed ``rate`` in a cluster of speed
+        ``cluster``: with every worker on chunks this long (about cluster / rate of them), their
+        results keep the monitor's loop at most TAIL_LOAD busy. Halving chunks toward a job's end
+        makes each worker send 2 ln(chunk time / shortest chunk) results in the job's last two chunk
+        times, 11 for 30 s chunks cut down to 0.1 s where 2 would do. At 50,000 volunteers on 30 s
+        chunks (bench.swarm) that buried the monitor: 778,000 chunks in 380 s and the job 86 % done,
+        where 342,000 did the whole job in 220 s with this floor."""
+        return max(MIN_CHUNK_SECONDS, cluster / rate * self.message_cost / TAIL_LOAD)
 
     def cluster_rate(self, task: str) -> float:
         """Sum of the live workers' measured speeds for ``task`` (kept as a running total)."""

@@ -73,6 +73,11 @@ IDLE_BATCH = 64
 DRAIN_ROUND_USERS = 64
 DRAIN_ROUND_MESSAGES = 100
 HOUSEKEEPING_SECONDS = 60.0
+# What a message costs the loop is measured on rounds of at least this many messages (a loop with a
+# backlog: a trickle of messages costs more each, in round trips that more messages would share),
+# and each pass's measure weighs this much in the running figure (Monitor._measure_message_cost).
+MEASURED_ROUND = DRAIN_ROUND_MESSAGES // 3
+COST_WEIGHT = 0.3
 # Notices are fire and forget (one sent while the listener's connection is re-made is lost, and a
 # swarm at N = 10,000 once left 100 hellos unread that way, their volunteers waiting for good): each
 # pass looks at this many volunteers' outboxes, in turn, and drains those that still hold messages
@@ -142,6 +147,7 @@ class Monitor:
         self._listener: Notifications | None = None
         self._signer: Signer | None = None  # signs the ledger beside the loop (hydra.signer), while run runs
         self._idle_backoff = 0.0
+        self._drained = (0.0, 0)  # seconds spent draining full rounds, and their messages, since the last pass
         self._ledger_backlog = 0  # entries left unsigned by the last signing
         from hydra import ledger
 
@@ -246,7 +252,12 @@ class Monitor:
             try:
                 round_arrivals = {user: arrivals[user] for user in group}
                 listener.catch_up(round_arrivals)
-                handled += self.collector.drain_many(round_arrivals)
+                started = time.perf_counter()
+                drained = self.collector.drain_many(round_arrivals)
+                handled += drained
+                if drained >= MEASURED_ROUND:
+                    seconds, messages = self._drained
+                    self._drained = (seconds + time.perf_counter() - started, messages + drained)
             except (redis_lib.ConnectionError, redis_lib.TimeoutError):
                 raise
             except Exception as exc:
@@ -345,6 +356,7 @@ class Monitor:
             self._idle_backoff = 0.0
         self._drain_unheard()
         self._clean_up_quarantined()
+        self._measure_message_cost()
         self._emit()
         if self._signer is None or not self._signer.alive():
             if self._signer is not None:
@@ -363,6 +375,18 @@ class Monitor:
             self.longest_pass = report.seconds
             self.redis.hset(keys.MONITOR_STATS, self.id, f"{report.seconds:.6f}")
         return report
+
+    def _measure_message_cost(self) -> None:
+        """What one message costs the loop when it has a backlog (draining it: reading, checking,
+        accepting, topping its worker up, waits for Redis included), a running average over the
+        passes that drained full rounds: the dispatcher cuts a job's tail no finer than the loop can
+        answer (Dispatcher.tail_floor). Never measured, it stays 0, and the tail is cut as before."""
+        seconds, messages = self._drained
+        if messages:
+            self._drained = (0.0, 0)
+            cost = seconds / messages
+            before = self.dispatcher.message_cost
+            self.dispatcher.message_cost = cost if not before else before + COST_WEIGHT * (cost - before)
 
     def _clean_up_quarantined(self) -> None:
         """Finish what quarantining a volunteer starts (its results redone, its workers stopped)

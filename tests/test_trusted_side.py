@@ -586,6 +586,47 @@ def test_idle_workers_that_waited_longer_than_the_results_are_served_between_rou
         listener.close()
 
 
+def test_the_monitor_measures_what_a_message_costs_its_loop_on_full_rounds_only(client, monkeypatch):
+    """What a message costs the loop (the dispatcher's floor for cutting a job's tail) is measured on
+    rounds that hold a backlog's worth of messages, never on a trickle (whose round trips more
+    messages would share), and moves as a running average."""
+    from hydra import monitor as monitor_module
+    from hydra.monitor import COST_WEIGHT, Monitor, Notifications, enable_notifications
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(monitor_module, "MEASURED_ROUND", 4)
+    monitor = Monitor(client, Settings())
+    enable_notifications(client)
+    listener = monitor._listener = Notifications(client, 0).start()
+    try:
+        submit(client, "pi", {"samples": 400 * BLOCK, "seed": 5}, SubmitOptions(chunk_units=1))
+        workers = [FakeWorker(monitor.collector, f"v{i}") for i in range(4)]
+        for worker in workers:
+            worker.hello()
+        listener.take()  # the hellos were handled above
+
+        def results(senders: list[FakeWorker]) -> int:
+            for worker in senders:
+                client.rpush(keys.outbox(worker.user), json.dumps(worker.result(worker.take())).encode() + b"\n")
+            wait_until(lambda: len(listener.heard()) == len(senders), 10, what="the listener hearing the results")
+            return monitor.handle_notifications(listener, budget=5)
+
+        assert results(workers[:3]) == 3
+        monitor._measure_message_cost()
+        assert monitor.dispatcher.message_cost == 0.0, "three messages are a trickle: not measured"
+        assert results(workers) == 4
+        seconds, messages = monitor._drained
+        assert messages == 4 and seconds > 0
+        monitor._measure_message_cost()
+        assert monitor.dispatcher.message_cost == pytest.approx(seconds / 4)
+        assert monitor._drained == (0.0, 0)
+        monitor._drained = (3 * seconds, 4)  # three times as slow: the average moves part of the way
+        monitor._measure_message_cost()
+        assert monitor.dispatcher.message_cost == pytest.approx(seconds / 4 * (1 + 2 * COST_WEIGHT))
+    finally:
+        listener.close()
+
+
 def test_a_result_drained_before_its_arrival_stamp_never_takes_a_later_results_stamp(client, collector):
     """Under load a drain pops messages whose keyspace notification the listener has not heard yet;
     their stamps, heard later, must be skipped, not paired with later results (which would then

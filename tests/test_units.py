@@ -120,6 +120,39 @@ def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
     assert dispatcher._take(fast, spec, units - 100, 100) < 100  # the tail: half the time left
 
 
+def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
+    """Near a job's end chunks shrink to half the time left, but not below the floor at which the
+    whole cluster's results would keep the monitor's loop TAIL_LOAD busy: (cluster / rate) workers
+    times what a message costs the loop. With nothing measured the floor is MIN_CHUNK_SECONDS."""
+    from hydra.dispatch import MIN_CHUNK_SECONDS, TAIL_LOAD
+
+    fake = fakeredis.FakeRedis()
+    dispatcher = Dispatcher(fake, Settings())
+    task = TASKS["pi"]
+    params = {"samples": 10**15, "seed": 1}
+    units = task.units_total(params)
+    spec = JobSpec("0123456789ab", task, "1", params, b"", units, 30.0, "adaptive", True, float(params["samples"]))
+    worker = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})  # 1e9 samples a second
+    fake.hset(keys.COUNTS, "rate:pi", 50_000 * 1e9)  # and 50,000 like it
+    piece = 10**5  # the last 1e5 units: 0.1e12 samples, 0.002 s of the whole cluster's time
+    fake.hset(keys.job(spec.job_id), "units_claimed", units - piece)
+
+    def seconds_taken() -> float:
+        dispatcher._cluster_rates.clear()
+        return dispatcher._take(worker, spec, units - piece, piece) * 2**20 / 1e9
+
+    assert seconds_taken() < 2 * MIN_CHUNK_SECONDS  # nothing measured: cut as fine as ever
+    dispatcher.message_cost = 400e-6  # a saturated monitor answering 2,500 messages a second
+    floor = 50_000 * 400e-6 / TAIL_LOAD
+    assert dispatcher.tail_floor(1e9, 50_000 * 1e9) == pytest.approx(floor)  # 25 s
+    assert floor - 0.01 <= seconds_taken() <= floor + 0.01
+    fake.hset(keys.COUNTS, "rate:pi", 1_000 * 1e9)  # 1,000 workers: the same loop can answer finer pieces
+    assert seconds_taken() == pytest.approx(1_000 * 400e-6 / TAIL_LOAD, abs=0.01)
+    dispatcher.message_cost = 0.1  # however slow the loop, a piece is never longer than the chunk time
+    fake.hset(keys.job(spec.job_id), "units_claimed", 0)
+    assert seconds_taken() == pytest.approx(30.0, abs=0.01)
+
+
 def test_a_chunk_that_would_run_for_days_is_refused():
     days = {**GOOD, "params": {"samples": 10**16, "seed": 1}, "first": 0, "count": 10**16 // 2**20}
     with pytest.raises(InvalidInput, match="cap"):
