@@ -178,10 +178,20 @@ class Notifications:
         return self._noted.get(user, -math.inf)
 
     def put_back(self, arrivals: dict[str, collections.deque[float]]) -> None:
+        """Give back what a drain left (``arrivals``, oldest first): ahead of what was heard since,
+        so volunteers are drained in the order they were heard. Put back behind the newer ones, a
+        saturated monitor's leftovers were left again and again while newer messages kept coming:
+        at N = 10,000 asks waited 28 s at p99, 0.3 s at the median (bench.swarm)."""
+        ahead: dict[str, collections.deque[float]] = {}
         for user, times in arrivals.items():
-            self._arrivals.setdefault(user, collections.deque()).extendleft(reversed(times))
+            newer = self._arrivals.pop(user, None)
+            if newer:
+                times.extend(newer)
+            ahead[user] = times
             if times:
                 self._oldest = min(self._oldest or times[0], times[0])
+        ahead.update(self._arrivals)
+        self._arrivals = ahead
 
     def backlog(self, now: float, *, read: bool = True) -> float:
         """Seconds the oldest message heard and not yet handled has waited (0 when none waits; with

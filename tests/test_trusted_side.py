@@ -1109,6 +1109,31 @@ def test_arrival_stamps_are_taken_when_redis_tells_however_busy_the_monitors_loo
         assert before <= stamp < after + 1.0
 
 
+def test_volunteers_a_drain_left_are_drained_before_those_heard_since(client):
+    """A saturated monitor drains what it heard for a budget of time and gives the rest back: the
+    rest goes ahead of what was heard meanwhile, each volunteer with its messages in the order
+    they came, so volunteers are drained in the order they were heard (put back behind the newer
+    ones, leftovers were left again and again: asks waited 28 s at p99 at N = 10,000)."""
+    from hydra.notifications import Notifications
+
+    listener = Notifications(client, 0)  # not started: notices are fed in by hand below
+    try:
+        for user, when in [("a", 1.0), ("b", 2.0), ("c", 3.0), ("a", 4.0)]:
+            listener._note(["o", user, str(when)])
+        _, arrivals = listener.take()
+        assert list(arrivals) == ["a", "b", "c"]
+        # "a" was drained; meanwhile "d" and "c" sent more; "b" and "c" are given back.
+        for user, when in [("d", 5.0), ("c", 6.0)]:
+            listener._note(["o", user, str(when)])
+        listener.put_back({user: arrivals[user] for user in ("b", "c")})
+        assert listener.backlog(10.0, read=False) == pytest.approx(8.0)  # "b", heard at 2.0, waits
+        _, arrivals = listener.take()
+        assert list(arrivals) == ["b", "c", "d"]
+        assert [list(arrivals[u]) for u in ("b", "c", "d")] == [[2.0], [3.0, 6.0], [5.0]]
+    finally:
+        listener.close()
+
+
 def test_where_the_platform_cannot_fork_the_listener_is_a_thread_that_hears_the_same(client, monkeypatch):
     """No fork (Windows): the listener runs as a thread, forwards the same lines, and ends with close."""
     import multiprocessing
