@@ -331,6 +331,7 @@ class Monitor:
     def run_pass(self) -> PassReport:
         report = PassReport()
         started = time.perf_counter()
+        self._measure_message_cost()  # every monitor's own: it cuts the tails of what it dispatches
         if not self._lease(keys=[keys.MONITOR_LEASE], args=[self.id, LEASE_MS]):
             return report
         report.acted = True
@@ -356,7 +357,6 @@ class Monitor:
             self._idle_backoff = 0.0
         self._drain_unheard()
         self._clean_up_quarantined()
-        self._measure_message_cost()
         self._emit()
         if self._signer is None or not self._signer.alive():
             if self._signer is not None:

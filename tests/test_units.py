@@ -134,7 +134,7 @@ def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
     spec = JobSpec("0123456789ab", task, "1", params, b"", units, 30.0, "adaptive", True, float(params["samples"]))
     worker = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})  # 1e9 samples a second
     fake.hset(keys.COUNTS, "rate:pi", 50_000 * 1e9)  # and 50,000 like it
-    piece = 10**5  # the last 1e5 units: 0.1e12 samples, 0.002 s of the whole cluster's time
+    piece = 10**5  # the last 1e5 units: about 1e11 samples, 2 ms of the whole cluster's time
     fake.hset(keys.job(spec.job_id), "units_claimed", units - piece)
 
     def seconds_taken() -> float:
