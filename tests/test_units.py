@@ -103,13 +103,18 @@ def test_a_chunk_over_the_memory_cap_is_refused():
         v.check(mandel)
 
 
-def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
+def _pi_job(samples: int, chunk_seconds: float) -> tuple[fakeredis.FakeRedis, Dispatcher, JobSpec]:
+    """A dispatcher on fakeredis and an adaptive π job of ``samples`` it may cut."""
     fake = fakeredis.FakeRedis()
-    dispatcher = Dispatcher(fake, Settings())
-    task = TASKS["pi"]
-    params = {"samples": 10**12, "seed": 1}
+    task, params = TASKS["pi"], {"samples": samples, "seed": 1}
     units = task.units_total(params)
-    spec = JobSpec("0123456789ab", task, "1", params, b"", units, 2.0, "adaptive", True, float(params["samples"]))
+    spec = JobSpec("0123456789ab", task, "1", params, b"", units, chunk_seconds, "adaptive", True, float(samples))
+    return fake, Dispatcher(fake, Settings()), spec
+
+
+def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
+    fake, dispatcher, spec = _pi_job(10**12, 2.0)
+    task, params, units = spec.task, spec.params, spec.units_total
     new = WorkerView("a/1", "a", "1", {"pi": "1"})
     assert dispatcher._take(new, spec, 0, units) == task.probe_units(params)  # no speed yet: a probe
     fast = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})
@@ -126,12 +131,8 @@ def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
     times what a message costs the loop. With nothing measured the floor is MIN_CHUNK_SECONDS."""
     from hydra.dispatch import MIN_CHUNK_SECONDS, TAIL_LOAD
 
-    fake = fakeredis.FakeRedis()
-    dispatcher = Dispatcher(fake, Settings())
-    task = TASKS["pi"]
-    params = {"samples": 10**15, "seed": 1}
-    units = task.units_total(params)
-    spec = JobSpec("0123456789ab", task, "1", params, b"", units, 30.0, "adaptive", True, float(params["samples"]))
+    fake, dispatcher, spec = _pi_job(10**15, 30.0)
+    units = spec.units_total
     worker = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})  # 1e9 samples a second
     fake.hset(keys.COUNTS, "rate:pi", 50_000 * 1e9)  # and 50,000 like it
     piece = 10**5  # the last 1e5 units: about 1e11 samples, 2 ms of the whole cluster's time
