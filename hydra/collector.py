@@ -782,6 +782,7 @@ class Collector:
         new_rates: dict[str, dict[str, float]] = {}
         for (worker, task), (_record, rate) in speeds.items():
             new_rates.setdefault(worker, {})[task] = rate
+        self.dispatcher.measured(pipe, {key: rate for key, (_record, rate) in speeds.items()})
         for name, count in settled.items():
             state = states.get(name)
             if state is None or any(isinstance(x, Exception) for x in state):

@@ -11,8 +11,9 @@ active job whose task and version the worker has:
 2. the head of the job's *pending* chunks, split so that the worker's piece takes about the job's
    chunk time at the worker's speed as measured here (never as reported by the worker), shrinking
    near the end of the job (guided self-scheduling) so that workers of any speed finish together,
-   but never below what the trusted side can answer (:meth:`Dispatcher.tail_floor`); a worker with
-   no measured speed gets a small probe;
+   but never below what the trusted side can answer (:meth:`Dispatcher.tail_floor`). A worker with
+   no measured speed is sized by its volunteer's, else gets a small probe, one worker of a
+   volunteer at a time (:meth:`Dispatcher._waits_for_a_probe`);
 3. at the tail of a job (nothing pending), a chunk another worker holds but has not started yet
    (it waits in that worker's inbox), taken back atomically and given here when this worker is
    expected to finish it sooner (work stealing: no work is done twice);
@@ -37,6 +38,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,11 @@ from hydra.tasks.base import Task
 log = logging.getLogger(__name__)
 
 DEPTH = 2
+# Volunteers whose last speed a dispatcher keeps (Dispatcher.measured); past this many, forgotten.
+MAX_VOLUNTEER_RATES = 200_000
+# Seconds the other workers of a volunteer with no measured speed wait for the probe one of them
+# holds before another may probe (Dispatcher._waits_for_a_probe).
+PROBE_PATIENCE = 3.0
 MIN_CHUNK_SECONDS = 0.1
 # At a job's tail, chunks shrink only while the results they bring would keep the trusted side's
 # loop at most this busy (see Dispatcher.tail_floor).
@@ -93,6 +100,7 @@ class WorkerView:
     tasks: dict[str, str]
     rates: dict[str, float] = field(default_factory=dict)
     zone: str = ""
+    seeded: frozenset[str] = frozenset()  # tasks whose rate is its volunteer's, not yet its own
 
 
 @dataclass
@@ -166,8 +174,15 @@ def _installed_tasks(raw: bytes) -> dict[str, Any]:
 
 
 class Dispatcher:
-    def __init__(self, redis: Redis, settings: Settings, scripts: Scripts | None = None) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, scripts: Scripts | None = None, *, one_probe_each: bool = True
+    ) -> None:
+        """``one_probe_each``: a volunteer's workers wait for one of them to be measured
+        (:meth:`_waits_for_a_probe`). A dispatcher that serves once and is gone (the scheduler's at a
+        submit) passes False: it would never hear the probe's result, so the workers it left waiting
+        would wait PROBE_PATIENCE."""
         self.redis = redis
+        self.one_probe_each = one_probe_each
         self.settings = settings
         self.scripts = scripts or Scripts(redis)
         self._specs: dict[str, JobSpec | None] = {}
@@ -176,6 +191,18 @@ class Dispatcher:
         # Seconds of the trusted side's loop one message costs, as the monitor measures it (0 where
         # nothing does): how short a chunk the tail may be cut into (tail_floor).
         self.message_cost = 0.0
+        # Each volunteer's last measured speed by task, as this process measured it: a worker of the
+        # volunteer with no speed of its own is sized by it rather than probed, as a hello seeds the
+        # workers of a volunteer measured before. Without it, thousands of workers that said hello
+        # before their first sibling was measured each sent two probe results in the ramp of a job.
+        # Soft state: another monitor, or this one restarted, probes until it measures the volunteer.
+        self._volunteer_rates: dict[str, dict[str, float]] = {}
+        # (volunteer, task) → when a worker of it was last given a probe, and which; and the workers
+        # left idle meanwhile, to be served as soon as the probe's result is in (_waits_for_a_probe).
+        self._probes: dict[tuple[str, str], tuple[float, str]] = {}
+        self._parked: dict[tuple[str, str], set[str]] = {}
+        self._parks = 0  # how many times a worker was left so, all told (serve_idle counts them as served)
+        self._waiting: set[str] = set()  # those found to wait by the plan or top-up under way (settle)
         self.carbon = CarbonGate(redis)  # issue 17: carbon-aware jobs wait for cleaner zones and hours
 
     # -- what there is to do ------------------------------------------------------------------------
@@ -287,7 +314,26 @@ class Dispatcher:
         view = self._view(name, info)
         if view is None or quarantined or not live:
             return None
+        known = self._volunteer_rates.get(view.user)
+        if known:
+            view.seeded = frozenset(known) - frozenset(view.rates)
+            view.rates = {**known, **view.rates}
         return view, len(held)
+
+    def measured(self, pipe: Any, rates: dict[tuple[str, str], float]) -> None:
+        """Remember workers' new speeds ((worker, task) → rate) as their volunteers' (see
+        ``_volunteer_rates``), and queue on ``pipe`` the siblings left idle for them: servable now,
+        where they had been scored PROBE_PATIENCE ahead."""
+        if len(self._volunteer_rates) >= MAX_VOLUNTEER_RATES:
+            self._volunteer_rates.clear()
+        ready: set[str] = set()
+        for (worker, task), rate in rates.items():
+            if rate > 0:
+                user = keys.split_worker(worker)[0]
+                self._volunteer_rates.setdefault(user, {})[task] = rate
+                ready |= self._parked.pop((user, task), set())
+        if ready:
+            pipe.zadd(keys.IDLE, dict.fromkeys(ready, time.time()), xx=True)  # not one that left meanwhile
 
     def plan(
         self,
@@ -322,19 +368,30 @@ class Dispatcher:
             peeks = self._replan(plans, gots)
         short = [p.view for p, got in zip(plans, gots, strict=True) if p.held + got < DEPTH]
         nothing = self._nothing_at_the_tail(short, peeks, max(DEPTH - 1, 0)) if len(short) > 1 else set()
-        given, idle = {}, {}
+        given: dict[str, int] = {}
+        idle: dict[str, float] = {}
+        waiting: dict[str, float] = {}  # for a sibling's probe: not served before its result or patience ends
         for i, (p, got) in enumerate(zip(plans, gots, strict=True)):
             while p.held + got < DEPTH and (give_up is None or not i or time.perf_counter() <= give_up):
-                if p.view.name in nothing:
+                if p.view.name in self._waiting or p.view.name in nothing:
                     break
                 if not self._assign_one(p.view, p.held + got, peeks):
                     break
                 got += 1
-            if p.held + got == 0:
+            if p.held + got == 0 and p.view.name in self._waiting:
+                waiting[p.view.name] = time.time() + PROBE_PATIENCE
+            elif p.held + got == 0:
                 idle[p.view.name] = time.time()
             given[p.view.name] = got
-        if idle:  # one round trip for all of them (at a job's tail, most of a batch)
-            self.redis.zadd(keys.IDLE, idle, nx=True)
+            self._waiting.discard(p.view.name)
+        if idle or waiting:  # one round trip for all of them (at a job's tail, most of a batch)
+            pipe = self.redis.pipeline(transaction=False)
+            if idle:
+                pipe.zadd(keys.IDLE, idle, nx=True)
+            if waiting:  # scored when they may be served again (serve_idle reads up to now)
+                pipe.zadd(keys.IDLE, waiting)
+                self._parks += len(waiting)
+            pipe.execute()
         return given
 
     def _nothing_at_the_tail(self, views: list[WorkerView], peeks: dict[str, Peek], position: int) -> set[str]:
@@ -417,9 +474,10 @@ class Dispatcher:
 
     def _plan(self, pipe: Any, view: WorkerView, held: int, peeks: dict[str, Peek]) -> int:
         """Queue on ``pipe`` the worker's next pieces of pending work as the peeks show them; returns
-        how many. Stops where the peek cannot tell (nothing pending, more to read) and, for as many
-        workers as the job wants copies, where a copy comes first: those workers are served one by
-        one in :meth:`settle` and the rest of the batch goes on from the pending chunks."""
+        how many. Stops where the peek cannot tell (nothing pending, more to read), where the worker
+        is to wait for a sibling's probe and, for as many workers as the job wants copies, where a
+        copy comes first: those workers are served one by one in :meth:`settle` and the rest of the
+        batch goes on from the pending chunks."""
         planned = 0
         while held + planned < DEPTH:
             spec = self._first_job(view)
@@ -428,6 +486,8 @@ class Dispatcher:
                 break
             if peek.wanted and not planned and peek.reserved < len(peek.wanted):
                 peek.reserved += 1
+                break
+            if self._waits_for_a_probe(view, spec):
                 break
             chunk_id, first, count = peek.heads[0]
             take = self._take(view, spec, first, count, peek.claimed)
@@ -458,20 +518,23 @@ class Dispatcher:
     def serve_idle(self, limit: int = 64, budget: float | None = 0.005) -> int:
         """Give work to workers that were waiting for some (after a submit, a requeue, a copy wanted),
         for at most ``budget`` seconds (the rest wait for the next call, longest-waiting first);
-        returns how many got some. They are served IDLE_ROUND at a time, two round trips each.
+        returns how many got some or were left to wait for a sibling's probe (either way no longer
+        waiting to be served: at a job's start most of a slice can be such siblings, and a caller
+        that took a slice of them for nothing to do would wait a pass before the next slice). They
+        are served IDLE_ROUND at a time, two round trips each.
 
         Bounded by default, since it is called on events that can come by the thousand (deaths,
         overdue chunks): the monitor's loop serves the rest between messages."""
-        names = [n.decode() for n in self.redis.zrange(keys.IDLE, 0, limit - 1)]
+        names = [n.decode() for n in self.redis.zrangebyscore(keys.IDLE, "-inf", time.time(), start=0, num=limit)]
         give_up = None if budget is None else time.perf_counter() + budget
-        served = 0
+        served, parks = 0, self._parks
         for start in range(0, len(names), IDLE_ROUND):
             if not self.active_jobs() or (give_up is not None and start and time.perf_counter() > give_up):
                 break
             left = None if give_up is None else max(0.0, give_up - time.perf_counter())
             given = self.fill_many(dict.fromkeys(names[start : start + IDLE_ROUND]), budget=left)
             served += sum(1 for got in given.values() if got)
-        return served
+        return served + self._parks - parks
 
     def queue_peek(self, pipe: Any, job_id: str, workers: int = 1) -> int:
         """Queue what :meth:`fill` asks a job first, enough to plan ``workers`` top-ups; returns how
@@ -551,6 +614,8 @@ class Dispatcher:
         self, view: WorkerView, spec: JobSpec, position: int, claimed: int, head: tuple[str, int, int]
     ) -> bool:
         """``head``: the pending chunk to split first, (id, first, count) as a peek read it."""
+        if self._waits_for_a_probe(view, spec):
+            return False
         tried: set[str] = set()
         chunk_id, first, count = head
         for attempt in range(4):  # another dispatcher may move the head; a chunk this volunteer failed is skipped
@@ -591,7 +656,38 @@ class Dispatcher:
         remaining_work = spec.total_work * unclaimed / max(spec.units_total, 1)
         cluster = max(self.cluster_rate(task.name), rate)
         seconds = min(spec.chunk_seconds, max(self.tail_floor(rate, cluster), remaining_work / cluster / 2))
+        if task.name in view.seeded:
+            # Siblings that waited for one probe start together: their first pieces, from a half to
+            # the whole chunk time by worker, spread their results over the chunk time, where
+            # equal pieces would come back in one burst every chunk time (at N = 1,000, dispatch
+            # p99 rose from 12 to 104 ms).
+            seconds *= 0.5 + 0.5 * zlib.crc32(view.name.encode()) / 2**32
         return task.units_for_work(spec.params, spec.data, first, count, rate * seconds)
+
+    def _waits_for_a_probe(self, view: WorkerView, spec: JobSpec) -> bool:
+        """Whether this worker, with no speed of its own or its volunteer's for the job's task, waits
+        (idle) for the probe a sibling holds rather than take one: its volunteer's speed, once that
+        probe's result is in, sizes its first chunk. A volunteer's workers are one machine's cores
+        as a rule, and at a job's start thousands of them would each send probe results to a busy
+        monitor before any could be sized. After PROBE_PATIENCE seconds another worker may probe
+        (the first may have died)."""
+        task = spec.task.name
+        if not self.one_probe_each or spec.chunking == "fixed" or view.rates.get(task):
+            return False
+        now = time.monotonic()
+        since, prober = self._probes.get((view.user, task), (-math.inf, ""))
+        if prober != view.name and now - since < PROBE_PATIENCE:
+            if len(self._parked) >= MAX_VOLUNTEER_RATES:
+                self._parked.clear()
+            self._parked.setdefault((view.user, task), set()).add(view.name)
+            if len(self._waiting) >= MAX_VOLUNTEER_RATES:  # only a caller that plans but never settles
+                self._waiting.clear()
+            self._waiting.add(view.name)
+            return True
+        if len(self._probes) >= MAX_VOLUNTEER_RATES:
+            self._probes.clear()
+        self._probes[view.user, task] = (now, view.name)
+        return False
 
     def tail_floor(self, rate: float, cluster: float) -> float:
         """The shortest chunk worth cutting for a worker of speed ``rate`` in a cluster of speed

@@ -144,7 +144,7 @@ def _serve_idle_workers(redis: Redis) -> None:
     from hydra.dispatch import Dispatcher
 
     try:
-        Dispatcher(redis, Settings.from_env()).serve_idle(1000, budget=0.05)
+        Dispatcher(redis, Settings.from_env(), one_probe_each=False).serve_idle(1000, budget=0.05)
     except Exception as exc:
         log.debug("no immediate dispatch: %s", exc)
 

@@ -497,6 +497,64 @@ def test_a_measured_idle_worker_steals_a_chunk_still_waiting_in_a_slow_holders_i
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, 8 * BLOCK)
 
 
+def test_a_volunteers_workers_wait_for_one_probe_and_are_sized_by_its_speed(client, collector, monkeypatch):
+    """Workers of a volunteer with no measured speed do not each take a probe: one does, the others
+    wait idle (not served, behind the other idle workers) until its result measures the volunteer,
+    then get chunks sized by that speed. Another volunteer is not held up, and a probe that does not come
+    back within PROBE_PATIENCE lets a sibling probe in its place."""
+    from hydra import dispatch, queue
+    from hydra.dispatch import Dispatcher
+    from hydra.tasks import TASKS
+
+    samples = 4096 * BLOCK
+    carol = [FakeWorker(collector, "carol", f"w{i}") for i in range(3)]
+    for worker in carol:
+        worker.hello()  # no job yet: they wait in hydra:idle
+    monkeypatch.setattr(queue, "_serve_idle_workers", lambda redis: None)  # served below instead
+    job_id = submit(client, "pi", {"samples": samples, "seed": 5}, SubmitOptions(chunk_seconds=2.0))
+    probe = TASKS["pi"].probe_units({"samples": samples, "seed": 5})
+    collector.dispatcher.forget_active()
+    assert collector.dispatcher.serve_idle(budget=None) == 3, (
+        "the two left waiting count as served: not a slice for nothing"
+    )
+    probes = [[m["count"] for m in w.inbox() if m["t"] == "chunk"] for w in carol]
+    assert probes == [[probe, probe], [], []], "one worker probes for its volunteer"
+    client.zadd(keys.IDLE, {"other/w1": time.time()}, nx=True)  # an idle worker of someone else
+    idle = [n.decode() for n in client.zrange(keys.IDLE, 0, -1)]
+    assert idle == ["other/w1", carol[1].name, carol[2].name], "the waiting ones go behind"
+    dave = FakeWorker(collector, "dave")
+    dave.hello()
+    assert [m["count"] for m in dave.inbox() if m["t"] == "chunk"] == [probe, probe], "dave is not held up"
+    client.zrem(keys.IDLE, "other/w1")
+    parked = client.zmscore(keys.IDLE, [carol[1].name, carol[2].name])
+    assert all(score > time.time() for score in parked), "not to be served before PROBE_PATIENCE"
+    collector.dispatcher.serve_idle()
+    assert not any(m["t"] == "chunk" for w in carol[1:] for m in w.inbox()), "nor served meanwhile"
+
+    assert carol[0].answer(carol[0].take()) == "accepted"  # carol is measured now: they are servable
+    collector.dispatcher.serve_idle()
+    for worker in carol[1:]:
+        sized = [m["count"] for m in worker.inbox() if m["t"] == "chunk"]
+        assert len(sized) == 2 and min(sized) > probe, "sized by carol's speed"
+    assert client.zcard(keys.IDLE) == 0
+
+    frank = [FakeWorker(collector, "frank", f"w{i}") for i in range(2)]
+    for worker in frank:
+        worker.hello()
+    assert not any(m["t"] == "chunk" for m in frank[1].inbox()), "frank/w1 waits for frank/w0's probe"
+    client.zadd(keys.IDLE, {frank[1].name: time.time()})  # due now, for the scheduler's dispatcher:
+    Dispatcher(client, Settings(), one_probe_each=False).serve_idle(budget=None)  # it would never hear back
+    assert [m["count"] for m in frank[1].inbox() if m["t"] == "chunk"] == [probe, probe]
+
+    monkeypatch.setattr(dispatch, "PROBE_PATIENCE", 0.0)  # erin's first prober never answers
+    erin = [FakeWorker(collector, "erin", f"w{i}") for i in range(2)]
+    for worker in erin:
+        worker.hello()
+    assert all([m["count"] for m in w.inbox() if m["t"] == "chunk"] == [probe, probe] for w in erin)
+    run_to_end([*carol, dave, *frank, *erin])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, samples)
+
+
 def test_a_chunk_its_holder_already_took_is_not_stolen(client, collector):
     job_id = pi_job(client, samples=8 * BLOCK)
     a, b = FakeWorker(collector, "alice"), FakeWorker(collector, "bob")
@@ -566,12 +624,12 @@ def test_idle_workers_that_waited_longer_than_the_results_are_served_between_rou
         monitor.dispatcher.forget_active()
         for worker in busy:
             assert monitor.dispatcher.fill(worker.name) == 2
-        if not idle_first:  # the idle ones started waiting after the results below were sent
-            client.zadd(keys.IDLE, {w.name: time.time() + 3600 for w in idle}, xx=True)
         listener.take()  # the hellos were handled above
         for worker in busy:
             client.rpush(keys.outbox(worker.user), json.dumps(worker.result(worker.take())).encode() + b"\n")
         wait_until(lambda: len(listener.heard()) == 6, 10, what="the listener hearing six results")
+        if not idle_first:  # the idle ones started waiting after the results were sent
+            client.zadd(keys.IDLE, {w.name: time.time() for w in idle}, xx=True)
         assert monitor.handle_notifications(listener, budget=5) == 6
         assert all(client.scard(keys.held(w.name)) == 2 for w in busy), "the busy ones topped up"
         if idle_first:

@@ -125,6 +125,23 @@ def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
     assert dispatcher._take(fast, spec, units - 100, 100) < 100  # the tail: half the time left
 
 
+def test_workers_sized_by_their_volunteers_speed_start_with_pieces_spread_over_the_chunk_time():
+    """Siblings that waited for one probe are served together: each one's first pieces take from a
+    half to the whole chunk time, by worker, so that their results do not all come back at once."""
+    fake, dispatcher, spec = _pi_job(10**15, 2.0)
+    units = spec.units_total
+    fake.hset(keys.COUNTS, "rate:pi", 100 * 1e9)
+    own = dispatcher._take(WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9}), spec, 0, units)
+    firsts = [
+        dispatcher._take(
+            WorkerView(f"a/{i}", "a", str(i), {"pi": "1"}, {"pi": 1e9}, seeded=frozenset({"pi"})), spec, 0, units
+        )
+        for i in range(2, 12)
+    ]
+    assert all(own // 2 <= first < own for first in firsts)
+    assert max(firsts) - min(firsts) > own // 4, "spread, not one size"
+
+
 def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
     """Near a job's end chunks shrink to half the time left, but not below the floor at which the
     whole cluster's results would keep the monitor's loop TAIL_LOAD busy: (cluster / rate) workers
