@@ -655,13 +655,15 @@ class Dispatcher:
         unclaimed = max(spec.units_total - claimed, count)
         remaining_work = spec.total_work * unclaimed / max(spec.units_total, 1)
         cluster = max(self.cluster_rate(task.name), rate)
-        seconds = min(spec.chunk_seconds, max(self.tail_floor(rate, cluster), remaining_work / cluster / 2))
+        floor = self.tail_floor(rate, cluster)
+        seconds = min(spec.chunk_seconds, max(floor, remaining_work / cluster / 2))
         if task.name in view.seeded:
             # Siblings that waited for one probe start together: their first pieces, from a half to
             # the whole chunk time by worker, spread their results over the chunk time, where
             # equal pieces would come back in one burst every chunk time (at N = 1,000, dispatch
-            # p99 rose from 12 to 104 ms).
-            seconds *= 0.5 + 0.5 * zlib.crc32(view.name.encode()) / 2**32
+            # p99 rose from 12 to 104 ms). Never below the floor: a monitor that cannot answer
+            # shorter pieces is saturated, and spreading a burst no longer shortens any wait.
+            seconds = max(seconds * (0.5 + 0.5 * zlib.crc32(view.name.encode()) / 2**32), min(seconds, floor))
         return task.units_for_work(spec.params, spec.data, first, count, rate * seconds)
 
     def _waits_for_a_probe(self, view: WorkerView, spec: JobSpec) -> bool:

@@ -127,7 +127,8 @@ def test_chunks_are_sized_to_the_measured_speed_and_shrink_at_the_tail():
 
 def test_workers_sized_by_their_volunteers_speed_start_with_pieces_spread_over_the_chunk_time():
     """Siblings that waited for one probe are served together: each one's first pieces take from a
-    half to the whole chunk time, by worker, so that their results do not all come back at once."""
+    half to the whole chunk time, by worker, so that their results do not all come back at once;
+    but never less than the trusted side can answer (tail_floor)."""
     fake, dispatcher, spec = _pi_job(10**15, 2.0)
     units = spec.units_total
     fake.hset(keys.COUNTS, "rate:pi", 100 * 1e9)
@@ -140,6 +141,13 @@ def test_workers_sized_by_their_volunteers_speed_start_with_pieces_spread_over_t
     ]
     assert all(own // 2 <= first < own for first in firsts)
     assert max(firsts) - min(firsts) > own // 4, "spread, not one size"
+    dispatcher.message_cost = 0.1  # a monitor that cannot answer shorter pieces: not spread
+    assert (
+        dispatcher._take(
+            WorkerView("a/2", "a", "2", {"pi": "1"}, {"pi": 1e9}, seeded=frozenset({"pi"})), spec, 0, units
+        )
+        == own
+    )
 
 
 def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
