@@ -780,9 +780,11 @@ class Collector:
         later: list[str] = []  # workers whose state was not read: topped up afterwards
         settled = collections.Counter(item.name for item in items)
         new_rates: dict[str, dict[str, float]] = {}
-        for (worker, task), (_record, rate) in speeds.items():
+        measured: dict[tuple[str, str, str], float] = {}
+        for (worker, task), (record, rate) in speeds.items():
             new_rates.setdefault(worker, {})[task] = rate
-        self.dispatcher.measured(pipe, {key: rate for key, (_record, rate) in speeds.items()})
+            measured[worker, _device(record), task] = rate
+        self.dispatcher.measured(pipe, measured)
         for name, count in settled.items():
             state = states.get(name)
             if state is None or any(isinstance(x, Exception) for x in state):
@@ -1063,6 +1065,12 @@ def _rate_totals(zone: str, task: str) -> tuple[str, str]:
     """The ``hydra:counts`` fields a worker's measured rate of ``task`` is summed into: the
     cluster's, and its zone's (carbon-aware dispatch weighs each zone's capacity)."""
     return f"rate:{task}", keys.zone_rate(zone, task)
+
+
+def _device(speed_record: list[Any]) -> str:
+    """The device of a speed record as :meth:`Collector._speed` returns it (``cpu`` if unread)."""
+    device = speed_record[4]
+    return device.decode(errors="replace") if isinstance(device, bytes) else str(device or "cpu")
 
 
 def _rates(record: dict[bytes, bytes]) -> dict[Any, Any]:

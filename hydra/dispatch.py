@@ -101,6 +101,7 @@ class WorkerView:
     rates: dict[str, float] = field(default_factory=dict)
     zone: str = ""
     seeded: frozenset[str] = frozenset()  # tasks whose rate is its volunteer's, not yet its own
+    device: str = "cpu"
 
 
 @dataclass
@@ -191,16 +192,17 @@ class Dispatcher:
         # Seconds of the trusted side's loop one message costs, as the monitor measures it (0 where
         # nothing does): how short a chunk the tail may be cut into (tail_floor).
         self.message_cost = 0.0
-        # Each volunteer's last measured speed by task, as this process measured it: a worker of the
-        # volunteer with no speed of its own is sized by it rather than probed, as a hello seeds the
-        # workers of a volunteer measured before. Without it, thousands of workers that said hello
-        # before their first sibling was measured each sent two probe results in the ramp of a job.
-        # Soft state: another monitor, or this one restarted, probes until it measures the volunteer.
-        self._volunteer_rates: dict[str, dict[str, float]] = {}
-        # (volunteer, task) → when a worker of it was last given a probe, and which; and the workers
-        # left idle meanwhile, to be served as soon as the probe's result is in (_waits_for_a_probe).
-        self._probes: dict[tuple[str, str], tuple[float, str]] = {}
-        self._parked: dict[tuple[str, str], set[str]] = {}
+        # Each volunteer's last measured speed by device and task, as this process measured it: a
+        # worker of the volunteer with no speed of its own is sized by it rather than probed, as a
+        # hello seeds the workers of a volunteer measured before. Without it, thousands of workers
+        # that said hello before their first sibling was measured each sent two probe results in
+        # the ramp of a job. Soft state: another monitor, or this one restarted, probes until it
+        # measures the volunteer.
+        self._volunteer_rates: dict[tuple[str, str], dict[str, float]] = {}
+        # (volunteer, device, task) → when a worker of it was last given a probe, and which; and the
+        # workers left idle meanwhile, served as soon as the probe's result is in (_waits_for_a_probe).
+        self._probes: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._parked: dict[tuple[str, str, str], set[str]] = {}
         self._parks = 0  # how many times a worker was left so, all told (serve_idle counts them as served)
         self._waiting: set[str] = set()  # those found to wait by the plan or top-up under way (settle)
         self.carbon = CarbonGate(redis)  # issue 17: carbon-aware jobs wait for cleaner zones and hours
@@ -254,7 +256,8 @@ class Dispatcher:
         user, wid = keys.split_worker(name)
         tasks = _installed_tasks(raw.get(b"tasks", b"{}"))
         rates = {k[5:].decode(): float(v) for k, v in raw.items() if k.startswith(b"rate:")}
-        return WorkerView(name, user, wid, tasks, rates, raw.get(b"zone", b"").decode())
+        device = raw.get(b"device", b"cpu").decode(errors="replace")
+        return WorkerView(name, user, wid, tasks, rates, raw.get(b"zone", b"").decode(), device=device)
 
     # -- giving work --------------------------------------------------------------------------------
     @staticmethod
@@ -314,24 +317,24 @@ class Dispatcher:
         view = self._view(name, info)
         if view is None or quarantined or not live:
             return None
-        known = self._volunteer_rates.get(view.user)
+        known = self._volunteer_rates.get((view.user, view.device))
         if known:
             view.seeded = frozenset(known) - frozenset(view.rates)
             view.rates = {**known, **view.rates}
         return view, len(held)
 
-    def measured(self, pipe: Any, rates: dict[tuple[str, str], float]) -> None:
-        """Remember workers' new speeds ((worker, task) → rate) as their volunteers' (see
+    def measured(self, pipe: Any, rates: dict[tuple[str, str, str], float]) -> None:
+        """Remember workers' new speeds ((worker, device, task) → rate) as their volunteers' (see
         ``_volunteer_rates``), and queue on ``pipe`` the siblings left idle for them: servable now,
         where they had been scored PROBE_PATIENCE ahead."""
         if len(self._volunteer_rates) >= MAX_VOLUNTEER_RATES:
             self._volunteer_rates.clear()
         ready: set[str] = set()
-        for (worker, task), rate in rates.items():
+        for (worker, device, task), rate in rates.items():
             if rate > 0:
                 user = keys.split_worker(worker)[0]
-                self._volunteer_rates.setdefault(user, {})[task] = rate
-                ready |= self._parked.pop((user, task), set())
+                self._volunteer_rates.setdefault((user, device), {})[task] = rate
+                ready |= self._parked.pop((user, device, task), set())
         if ready:
             pipe.zadd(keys.IDLE, dict.fromkeys(ready, time.time()), xx=True)  # not one that left meanwhile
 
@@ -668,27 +671,28 @@ class Dispatcher:
 
     def _waits_for_a_probe(self, view: WorkerView, spec: JobSpec) -> bool:
         """Whether this worker, with no speed of its own or its volunteer's for the job's task, waits
-        (idle) for the probe a sibling holds rather than take one: its volunteer's speed, once that
-        probe's result is in, sizes its first chunk. A volunteer's workers are one machine's cores
-        as a rule, and at a job's start thousands of them would each send probe results to a busy
-        monitor before any could be sized. After PROBE_PATIENCE seconds another worker may probe
-        (the first may have died)."""
+        (idle) for the probe a sibling on the same kind of device holds rather than take one: its
+        volunteer's speed there, once that probe's result is in, sizes its first chunk. A
+        volunteer's workers are one machine's cores as a rule, and at a job's start thousands of
+        them would each send probe results to a busy monitor before any could be sized. After
+        PROBE_PATIENCE seconds another worker may probe (the first may have died)."""
         task = spec.task.name
         if not self.one_probe_each or spec.chunking == "fixed" or view.rates.get(task):
             return False
         now = time.monotonic()
-        since, prober = self._probes.get((view.user, task), (-math.inf, ""))
+        key = (view.user, view.device, task)
+        since, prober = self._probes.get(key, (-math.inf, ""))
         if prober != view.name and now - since < PROBE_PATIENCE:
             if len(self._parked) >= MAX_VOLUNTEER_RATES:
                 self._parked.clear()
-            self._parked.setdefault((view.user, task), set()).add(view.name)
+            self._parked.setdefault(key, set()).add(view.name)
             if len(self._waiting) >= MAX_VOLUNTEER_RATES:  # only a caller that plans but never settles
                 self._waiting.clear()
             self._waiting.add(view.name)
             return True
         if len(self._probes) >= MAX_VOLUNTEER_RATES:
             self._probes.clear()
-        self._probes[view.user, task] = (now, view.name)
+        self._probes[key] = (now, view.name)
         return False
 
     def tail_floor(self, rate: float, cluster: float) -> float:

@@ -500,8 +500,9 @@ def test_a_measured_idle_worker_steals_a_chunk_still_waiting_in_a_slow_holders_i
 def test_a_volunteers_workers_wait_for_one_probe_and_are_sized_by_its_speed(client, collector, monkeypatch):
     """Workers of a volunteer with no measured speed do not each take a probe: one does, the others
     wait idle (not served, behind the other idle workers) until its result measures the volunteer,
-    then get chunks sized by that speed. Another volunteer is not held up, and a probe that does not come
-    back within PROBE_PATIENCE lets a sibling probe in its place."""
+    then get chunks sized by that speed. Another volunteer, or a worker on another kind of device,
+    is not held up, and a probe that does not come back within PROBE_PATIENCE lets a sibling probe
+    in its place."""
     from hydra import dispatch, queue
     from hydra.dispatch import Dispatcher
     from hydra.tasks import TASKS
@@ -525,6 +526,9 @@ def test_a_volunteers_workers_wait_for_one_probe_and_are_sized_by_its_speed(clie
     dave = FakeWorker(collector, "dave")
     dave.hello()
     assert [m["count"] for m in dave.inbox() if m["t"] == "chunk"] == [probe, probe], "dave is not held up"
+    gpu = FakeWorker(collector, "carol", "gpu")
+    gpu.send({"t": "hello", "w": "gpu", "tasks": gpu.tasks, "device": "cuda", "zone": "", "host": "h", "pid": 1})
+    assert [m["count"] for m in gpu.inbox() if m["t"] == "chunk"] == [probe, probe], "a GPU probes for itself"
     client.zrem(keys.IDLE, "other/w1")
     parked = client.zmscore(keys.IDLE, [carol[1].name, carol[2].name])
     assert all(score > time.time() for score in parked), "not to be served before PROBE_PATIENCE"
@@ -551,7 +555,7 @@ def test_a_volunteers_workers_wait_for_one_probe_and_are_sized_by_its_speed(clie
     for worker in erin:
         worker.hello()
     assert all([m["count"] for m in w.inbox() if m["t"] == "chunk"] == [probe, probe] for w in erin)
-    run_to_end([*carol, dave, *frank, *erin])
+    run_to_end([*carol, gpu, dave, *frank, *erin])
     assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, samples)
 
 
