@@ -57,7 +57,7 @@ from hydra.tasks.base import Task
 log = logging.getLogger(__name__)
 
 DEPTH = 2
-# Volunteers whose last speed a dispatcher keeps (Dispatcher.measured); past this many, forgotten.
+# Volunteers whose last speed, probe and waiting workers a dispatcher keeps; past this many, forgotten.
 MAX_VOLUNTEER_RATES = 200_000
 # Seconds the other workers of a volunteer with no measured speed wait for the probe one of them
 # holds before another may probe (Dispatcher._waits_for_a_probe).
@@ -327,8 +327,7 @@ class Dispatcher:
         """Remember workers' new speeds ((worker, device, task) → rate) as their volunteers' (see
         ``_volunteer_rates``), and queue on ``pipe`` the siblings left idle for them: servable now,
         where they had been scored PROBE_PATIENCE ahead."""
-        if len(self._volunteer_rates) >= MAX_VOLUNTEER_RATES:
-            self._volunteer_rates.clear()
+        _make_room(self._volunteer_rates)
         ready: set[str] = set()
         for (worker, device, task), rate in rates.items():
             if rate > 0:
@@ -683,15 +682,12 @@ class Dispatcher:
         key = (view.user, view.device, task)
         since, prober = self._probes.get(key, (-math.inf, ""))
         if prober != view.name and now - since < PROBE_PATIENCE:
-            if len(self._parked) >= MAX_VOLUNTEER_RATES:
-                self._parked.clear()
+            _make_room(self._parked)
             self._parked.setdefault(key, set()).add(view.name)
-            if len(self._waiting) >= MAX_VOLUNTEER_RATES:  # only a caller that plans but never settles
-                self._waiting.clear()
+            _make_room(self._waiting)  # fills only for a caller that plans but never settles
             self._waiting.add(view.name)
             return True
-        if len(self._probes) >= MAX_VOLUNTEER_RATES:
-            self._probes.clear()
+        _make_room(self._probes)
         self._probes[key] = (now, view.name)
         return False
 
@@ -779,6 +775,13 @@ class Dispatcher:
             if reply[0] == b"ok":
                 return True
         return False
+
+
+def _make_room(remembered: dict[Any, Any] | set[Any]) -> None:
+    """Forget all of a dispatcher's soft state of one kind once it holds MAX_VOLUNTEER_RATES
+    entries: it only saves probes and round trips, and is learnt again."""
+    if len(remembered) >= MAX_VOLUNTEER_RATES:
+        remembered.clear()
 
 
 def _ok(reply: Any) -> bool:
