@@ -245,6 +245,9 @@ def test_jobs_cannot_be_held_hostage_by_any_command(site):
         ("BLPOP", keys.inbox(user, wid), 0.01),
         ("PEXPIRE", keys.alive(user, wid), 1),
         ("DEL", keys.alive(user, wid)),
+        # hydra:idle is scored by when a worker may be served (siblings waiting for a probe: ahead)
+        ("ZADD", keys.IDLE, time.time() + 10**8, alice),
+        ("ZREM", keys.IDLE, alice),
         ("DEL", "rq:queue:hydra"),
         ("SET", "rq:suspended", 1),
     ]
