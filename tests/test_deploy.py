@@ -99,9 +99,21 @@ def test_redis_conf_loads_and_refuses_unauthenticated_clients(conf_server):
     assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
     assert int(admin.config_get("maxmemory")["maxmemory"]) > 0
     assert admin.config_get("protected-mode")["protected-mode"] == "yes"
-    assert set("Elx") <= set(admin.config_get("notify-keyspace-events")["notify-keyspace-events"])
+    assert set("Klx") <= set(admin.config_get("notify-keyspace-events")["notify-keyspace-events"])
     assert int(admin.config_get("proto-max-bulk-len")["proto-max-bulk-len"]) == 32 * 1024**2
     admin.close()
+
+
+def test_redis_conf_publishes_the_notices_the_monitor_listens_to(conf_server):
+    """A Redis set up with the project's redis.conf (a managed one configured as the README says,
+    where the monitor may not run CONFIG) already publishes every notice the monitor needs."""
+    from hydra.monitor import enable_notifications
+
+    admin = redis_lib.Redis(port=conf_server.port, password=PASSWORD, decode_responses=True)
+    try:
+        assert enable_notifications(admin) is False, "the monitor had to change notify-keyspace-events"
+    finally:
+        admin.close()
 
 
 def command_and_env(service: str, redis_port: int, web_port: int) -> tuple[list[str], dict[str, str]]:
