@@ -109,20 +109,35 @@ class PassReport:
 
 def enable_notifications(redis: Redis) -> bool:
     """Make Redis publish the events the monitor reacts to (merged with what is configured).
-    Returns True if they were off (a new or restarted Redis: messages may have been missed)."""
+    Returns True if they were off (a new or restarted Redis: messages may have been missed).
+
+    A managed Redis (ElastiCache, Azure, Memorystore) may refuse ``CONFIG`` altogether and take its
+    settings from the provider's console: then they cannot be read, are taken to be as the README
+    asks (said once in the log), and a message whose notice never comes is still drained by the
+    passes (UNHEARD_PER_PASS). Settings that can be read and lack the flags, but cannot be changed,
+    are an error."""
     try:
         current = redis.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
-        if isinstance(current, bytes):
-            current = current.decode()
-        wanted = "".join(sorted(set(current) | set(NOTIFY_FLAGS)))
-        if set(NOTIFY_FLAGS) - set(current.replace("A", "g$lshzxe")):
-            redis.config_set("notify-keyspace-events", wanted)
-            return True
+    except redis_lib.ResponseError as exc:
+        if not _config_refused.is_set():
+            _config_refused.set()
+            log.warning("monitor: cannot read notify-keyspace-events (%s); it must include %s", exc, NOTIFY_FLAGS)
         return False
+    if isinstance(current, bytes):
+        current = current.decode()
+    if not set(NOTIFY_FLAGS) - set(current.replace("A", "g$lshzxe")):
+        return False
+    try:
+        redis.config_set("notify-keyspace-events", "".join(sorted(set(current) | set(NOTIFY_FLAGS))))
     except redis_lib.ResponseError as exc:
         raise HydraError(
-            f"the monitor needs notify-keyspace-events to include {NOTIFY_FLAGS} (set it in redis.conf): {exc}"
+            f"the monitor needs notify-keyspace-events to include {NOTIFY_FLAGS}, not {current!r} "
+            f"(set it in redis.conf or the provider's settings): {exc}"
         ) from None
+    return True
+
+
+_config_refused = threading.Event()  # CONFIG was refused once: said in the log, not again
 
 
 class Monitor:

@@ -1256,6 +1256,40 @@ def test_a_message_whose_notice_was_lost_is_drained_by_the_passes(client, redis_
         assert client.llen(keys.outbox(user)) == 0
 
 
+def test_a_monitor_on_a_managed_redis_that_refuses_config_starts_and_hears_volunteers(client, redis_server):
+    """A managed Redis (ElastiCache, Azure, Memorystore) may refuse CONFIG and take its settings
+    from the provider: the monitor cannot read notify-keyspace-events there, so it takes them as
+    the README asks and goes on, and hears a volunteer's hello. Where it can read them and they
+    lack what it needs but it may not change them, it says so in one line instead."""
+    from hydra.connection import connect
+    from hydra.errors import HydraError
+    from hydra.monitor import NOTIFY_FLAGS, Monitor, enable_notifications
+    from hydra.volunteers import add_volunteer
+    from tests.conftest import wait_until
+
+    client.config_set("notify-keyspace-events", NOTIFY_FLAGS)  # as the provider's settings would
+    client.acl_setuser(
+        "operator", enabled=True, passwords=["+op"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
+    )
+    managed = connect(redis_server.url.replace("redis://", "redis://operator:op@"))
+    add_volunteer(client, "alice", redis_server.url)
+    user = "volunteer-alice"
+    try:
+        assert enable_notifications(managed) is False
+        monitor = Monitor(managed, Settings())
+        with running(monitor):
+            wait_until(lambda: monitor._listener is not None, 30, what="the monitor listening")
+            hello = {"t": "hello", "w": "w1", "tasks": {"pi": "1"}, "device": "cpu", "zone": "", "host": "h", "pid": 1}
+            client.rpush(keys.outbox(user), json.dumps(hello).encode() + b"\n")
+            wait_until(lambda: client.zscore(keys.LIVE, f"{user}/w1") is not None, 30, what="the hello read")
+        client.config_set("notify-keyspace-events", "")
+        client.acl_setuser("operator", commands=["+config|get"])  # reads, but may not change them
+        with pytest.raises(HydraError, match="notify-keyspace-events to include Klx"):
+            enable_notifications(managed)
+    finally:
+        managed.close()
+
+
 def test_a_pass_drains_an_outbox_nobody_heard_of_only_once_the_next_pass_finds_it_still_so(client, monkeypatch):
     """Under load most outboxes a pass finds holding messages unheard of hold one whose notice is on
     its way (the loop drains it moments later), and a busy volunteer's outbox gets a new message
