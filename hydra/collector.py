@@ -34,7 +34,7 @@ from redis import Redis
 
 from hydra import keys
 from hydra.carbon import accounting
-from hydra.dispatch import DEPTH, PEEK_HEADS, Dispatcher, Peek, WorkerView
+from hydra.dispatch import DEPTH, PEEK_HEADS, Dispatcher, Peek, WorkerView, volunteer_rates
 from hydra.errors import InvalidInput
 from hydra.events import Events
 from hydra.scripts import Scripts, job_script_keys
@@ -424,7 +424,8 @@ class Collector:
         per_user = replies[1 + len(joining) :]
         workers = {user: int(per_user[3 * k]) for k, user in enumerate(users)}
         quarantined = {user for k, user in enumerate(users) if per_user[3 * k + 1]}
-        priors = {user: _rates(per_user[3 * k + 2]) for k, user in enumerate(users)}
+        volunteers = {user: per_user[3 * k + 2] for k, user in enumerate(users)}
+        self.dispatcher.learn(volunteers)  # read just now: the top-up below need not read them again
 
         welcome: list[tuple[str, str, str, dict[str, Any]]] = []
         stops: list[tuple[str, str]] = []
@@ -447,12 +448,14 @@ class Collector:
             self.gone(name, "said hello again", count_attempt=False)
         welcome = [w for w in welcome if w[0] not in cut]  # cut off by a later hello: gone already
 
-        # The volunteer's last measured speeds: its workers need no probe again, and they join the
-        # cluster's speeds (the sum by task, and the ranking by speed) in place of any they had.
+        # The volunteer's last measured speeds on the worker's kind of device: its workers need no
+        # probe again, and they join the cluster's speeds (the sum by task, and the ranking by
+        # speed) in place of any they had.
+        priors = {
+            name: volunteer_rates(volunteers[user]).get(record["device"], {}) for user, _, name, record in welcome
+        }
         rated = [
-            (name, record["zone"], field.decode()[5:], float(raw))
-            for user, _, name, record in welcome
-            for field, raw in priors[user].items()
+            (name, record["zone"], task, rate) for _, _, name, record in welcome for task, rate in priors[name].items()
         ]
         olds: list[Any] = []
         if rated:
@@ -470,7 +473,8 @@ class Collector:
             pipe.rpush(keys.inbox(user, wid), json.dumps({"t": "stop", "reason": "this volunteer is quarantined"}))
         for user, wid, name, record in welcome:
             pipe.delete(keys.worker(name), keys.inbox(user, wid), keys.held(name))
-            fields: dict[Any, Any] = {**record, "joined": now, "last_seen": now, "chunks": 0, **priors[user]}
+            speeds = {f"rate:{task}": rate for task, rate in priors[name].items()}
+            fields: dict[Any, Any] = {**record, "joined": now, "last_seen": now, "chunks": 0, **speeds}
             pipe.hset(keys.worker(name), mapping=fields)
             pipe.expire(keys.worker(name), WORKER_RECORD_TTL)
             pipe.set(keys.alive(user, wid), 1, px=alive_ms)
@@ -878,20 +882,21 @@ class Collector:
             before.setdefault((item.name, item.spec.task.name), float(item.speed[1] or 0.0))
         moved: dict[str, float] = {}  # total field → what the batch moved it by
         ranked: dict[str, dict[str, float]] = {}
-        last: dict[tuple[str, str], float] = {}  # (volunteer, task) → the speed of its last worker here
-        for (name, task), ([arrived, rd, rs, rate, _device, zone], _) in speeds.items():
+        last: dict[str, dict[str, float]] = {}  # volunteer → the speed of its last worker here by device and task
+        for (name, task), (speed, _) in speeds.items():
+            arrived, rd, rs, rate, _, zone = speed
             record = {"last_result": arrived, "last_seen": arrived, f"rd:{task}": rd, f"rs:{task}": rs}
             pipe.hset(keys.worker(name), mapping={**record, f"rate:{task}": rate})
             ranked.setdefault(task, {})[name] = rate
-            last[keys.split_worker(name)[0], task] = rate
+            last.setdefault(keys.split_worker(name)[0], {})[keys.device_rate(_device(speed), task)] = rate
             for total in _rate_totals((zone or b"").decode(errors="replace"), task):
                 moved[total] = moved.get(total, 0.0) + rate - before[name, task]
         for task, rates in ranked.items():
             pipe.zadd(keys.rates(task), rates)
         for field, by in moved.items():
             pipe.hincrbyfloat(keys.COUNTS, field, by)
-        for (user, task), rate in last.items():
-            pipe.hset(keys.volunteer(user), f"rate:{task}", rate)
+        for user, fields in last.items():
+            pipe.hset(keys.volunteer(user), mapping=fields)
 
     def _carbon(self, item: _Result, arrived: float, speed: list[Any], work: float) -> accounting.ChunkCarbon | None:
         """The CO2 of one result (None without a carbon reading): the trusted busy time (as for speed),
@@ -1071,11 +1076,6 @@ def _device(speed_record: list[Any]) -> str:
     """The device of a speed record as :meth:`Collector._speed` returns it (``cpu`` if unread)."""
     device = speed_record[4]
     return device.decode(errors="replace") if isinstance(device, bytes) else str(device or "cpu")
-
-
-def _rates(record: dict[bytes, bytes]) -> dict[Any, Any]:
-    """A volunteer record's last measured speeds: its ``rate:<task>`` fields."""
-    return {field: value for field, value in record.items() if field.startswith(b"rate:")}
 
 
 def _as_result(raw: bytes) -> tuple[str, dict[str, Any], bytes] | None:

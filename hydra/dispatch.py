@@ -62,6 +62,8 @@ MAX_VOLUNTEER_RATES = 200_000
 # Seconds the other workers of a volunteer with no measured speed wait for the probe one of them
 # holds before another may probe (Dispatcher._waits_for_a_probe).
 PROBE_PATIENCE = 3.0
+# Seconds between reads of the record of a volunteer whose workers have no speed here (Dispatcher.recall).
+RECALL_SECONDS = 1.0
 MIN_CHUNK_SECONDS = 0.1
 # At a job's tail, chunks shrink only while the results they bring would keep the trusted side's
 # loop at most this busy (see Dispatcher.tail_floor).
@@ -192,13 +194,14 @@ class Dispatcher:
         # Seconds of the trusted side's loop one message costs, as the monitor measures it (0 where
         # nothing does): how short a chunk the tail may be cut into (tail_floor).
         self.message_cost = 0.0
-        # Each volunteer's last measured speed by device and task, as this process measured it: a
-        # worker of the volunteer with no speed of its own is sized by it rather than probed, as a
-        # hello seeds the workers of a volunteer measured before. Without it, thousands of workers
-        # that said hello before their first sibling was measured each sent two probe results in
-        # the ramp of a job. Soft state: another monitor, or this one restarted, probes until it
-        # measures the volunteer.
+        # Each volunteer's last measured speed by device and task: a worker of the volunteer with no
+        # speed of its own is sized by it rather than probed, as a hello seeds the workers of a
+        # volunteer measured before. Without it, thousands of workers that said hello before their
+        # first sibling was measured each sent two probe results in the ramp of a job. A cache of
+        # the volunteers' records in Redis (rate:<device>:<task>, written with each measurement):
+        # speeds measured by another monitor, or before a restart, are read there (recall).
         self._volunteer_rates: dict[tuple[str, str], dict[str, float]] = {}
+        self._recalled: dict[str, float] = {}  # volunteer → when its record was last read (recall)
         # (volunteer, device, task) → when a worker of it was last given a probe, and which; and the
         # workers left idle meanwhile, served as soon as the probe's result is in (_waits_for_a_probe).
         self._probes: dict[tuple[str, str, str], tuple[float, str]] = {}
@@ -305,6 +308,7 @@ class Dispatcher:
                 peeked = dict(zip(jobs, zip(replies[4 * len(missing) :], asked, strict=True), strict=True))
         peeks = Peek.parse_all(peeked)
         workers = [w for name, state in states.items() if (w := self.worker_view(name, state)) is not None]
+        self.recall(workers)
         pipe = self.redis.pipeline(transaction=False)
         plans = self.plan(pipe, workers, peeks, give_up)
         replies = pipe.execute(raise_on_error=False) if len(pipe) else []
@@ -317,11 +321,47 @@ class Dispatcher:
         view = self._view(name, info)
         if view is None or quarantined or not live:
             return None
+        self._seed(view)
+        return view, len(held)
+
+    def _seed(self, view: WorkerView) -> None:
+        """Size a worker with no speed of its own for a task by its volunteer's on its kind of device."""
         known = self._volunteer_rates.get((view.user, view.device))
         if known:
             view.seeded = frozenset(known) - frozenset(view.rates)
             view.rates = {**known, **view.rates}
-        return view, len(held)
+
+    def recall(self, workers: list[tuple[WorkerView, int]]) -> None:
+        """Read from Redis the last speeds of the volunteers of workers with no speed here, and size
+        those workers by them: the speeds were measured by another monitor, or by this one before it
+        restarted, and a probe would measure them again. One round trip for all of them, at most
+        once every RECALL_SECONDS per volunteer; a worker with a speed costs nothing."""
+        now = time.monotonic()
+        users = {
+            view.user
+            for view, _ in workers
+            if not view.rates and now - self._recalled.get(view.user, -math.inf) >= RECALL_SECONDS
+        }
+        if not users:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hgetall(keys.volunteer(user))
+        self.learn(dict(zip(users, pipe.execute(), strict=True)))
+        for view, _ in workers:
+            if not view.rates and view.user in users:
+                self._seed(view)
+
+    def learn(self, records: dict[str, dict[bytes, bytes]]) -> None:
+        """Take in volunteers' records as read from Redis just now (user → record): their last
+        speeds by device, newer than any remembered here."""
+        _make_room(self._recalled)
+        _make_room(self._volunteer_rates)
+        now = time.monotonic()
+        for user, record in records.items():
+            self._recalled[user] = now
+            for device, rates in volunteer_rates(record).items():
+                self._volunteer_rates.setdefault((user, device), {}).update(rates)
 
     def measured(self, pipe: Any, rates: dict[tuple[str, str, str], float]) -> None:
         """Remember workers' new speeds ((worker, device, task) → rate) as their volunteers' (see
@@ -775,6 +815,20 @@ class Dispatcher:
             if reply[0] == b"ok":
                 return True
         return False
+
+
+def volunteer_rates(record: dict[bytes, bytes]) -> dict[str, dict[str, float]]:
+    """A volunteer record's last measured speeds, device → task → rate (what cannot be read is left out)."""
+    rates: dict[str, dict[str, float]] = {}
+    for name, raw in record.items():
+        where = keys.parse_device_rate(name.decode(errors="replace"))
+        try:
+            rate = float(raw)
+        except ValueError:
+            continue
+        if where and math.isfinite(rate) and rate > 0:
+            rates.setdefault(where[0], {})[where[1]] = rate
+    return rates
 
 
 def _make_room(remembered: dict[Any, Any] | set[Any]) -> None:

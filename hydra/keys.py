@@ -58,6 +58,7 @@ hydra:counts                      hash    live workers by device:<d>, zone:<z>, 
                                           here only); measured rates rate:<t> and     when they reach 0
                                           zrate:<zone>:<t> (by zone); done:<unit>
 hydra:volunteer:<user>            hash    clean results, state, reason, last rates    kept
+                                          by device rate:<device>:<t>
 hydra:volunteer:<user>:workers    set     the volunteer's live workers                members removed on death
 hydra:vouched:<user>              hash    "<job>:<chunk>" → JSON of results accepted  result TTL
                                           on this volunteer's word alone
@@ -223,6 +224,21 @@ def parse_zone_rate(field: str) -> tuple[str, str] | None:
         return None
     zone, _, task = field[6:].partition(":")
     return ("" if zone == "?" else zone), task
+
+
+def device_rate(device: str, task: str) -> str:
+    """The field of a volunteer's record holding its last measured speed of ``task`` on ``device``
+    (``cpu`` or ``cuda``: hellos are checked): a GPU's speed must never size a CPU worker."""
+    return f"rate:{device}:{task}"
+
+
+def parse_device_rate(field: str) -> tuple[str, str] | None:
+    """``(device, task)`` of a :func:`device_rate` field, None for any other field (a ``rate:<task>``
+    field written by Hydra before speeds were kept by device is not one: it is ignored)."""
+    if not field.startswith("rate:"):
+        return None
+    device, sep, task = field[5:].partition(":")
+    return (device, task) if sep and device in ("cpu", "cuda") else None
 
 
 def rates(task: str) -> str:

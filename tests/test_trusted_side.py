@@ -28,14 +28,24 @@ from hydra.tasks.pi.kernel import BLOCK, count_inside_samples
 class FakeWorker:
     """A volunteer's worker driven by the test: says hello, reads its inbox, answers."""
 
-    def __init__(self, collector: Collector, user: str, wid: str = "w1", tasks: dict[str, str] | None = None) -> None:
-        self.collector, self.user, self.wid = collector, user, wid
+    def __init__(
+        self, collector: Collector, user: str, wid: str = "w1", tasks: dict[str, str] | None = None, device: str = "cpu"
+    ) -> None:
+        self.collector, self.user, self.wid, self.device = collector, user, wid, device
         self.redis = collector.redis
         self.name = keys.worker_name(user, wid)
         self.tasks = tasks or {"pi": "1", "mandelbrot": "1"}
 
     def hello(self) -> str:
-        msg = {"t": "hello", "w": self.wid, "tasks": self.tasks, "device": "cpu", "zone": "", "host": "h", "pid": 1}
+        msg = {
+            "t": "hello",
+            "w": self.wid,
+            "tasks": self.tasks,
+            "device": self.device,
+            "zone": "",
+            "host": "h",
+            "pid": 1,
+        }
         return self.send(msg)
 
     def send(self, message: dict, blob: bytes = b"") -> str:
@@ -1318,6 +1328,49 @@ def test_a_pass_drains_an_outbox_nobody_heard_of_only_once_the_next_pass_finds_i
     assert drained == [["alice"], ["dave"]], "no notice of dave's last message for a whole pass: lost"
 
 
+def test_a_volunteers_speed_is_kept_in_redis_by_device_and_read_by_any_monitor(client, collector, monkeypatch):
+    """A volunteer's measured speed is remembered in Redis per kind of device: a GPU's speed never
+    sizes the same volunteer's CPU workers (a CPU piece sized for a GPU would run far past its
+    deadline). And it is read from Redis, not from one monitor's memory: a restarted monitor, or
+    another one, sizes a worker whose sibling it never measured, without a probe of its own."""
+    from hydra import queue
+    from hydra.tasks import TASKS
+
+    samples = 4096 * BLOCK
+    monkeypatch.setattr(queue, "_serve_idle_workers", lambda redis: None)  # served below instead
+    job_id = submit(client, "pi", {"samples": samples, "seed": 5}, SubmitOptions(chunk_seconds=2.0))
+    probe = TASKS["pi"].probe_units({"samples": samples, "seed": 5})
+    gpu = FakeWorker(collector, "carol", "gpu", device="cuda")
+    gpu.hello()
+    gpu.answer(gpu.take())  # measured: carol's GPU speed
+    gpu_rate = float(client.hget(keys.worker(gpu.name), "rate:pi"))
+    cpu = FakeWorker(collector, "carol", "cpu0")
+    cpu.hello()
+    assert client.hget(keys.worker(cpu.name), "rate:pi") is None, "a CPU is not sized by a GPU's speed"
+    assert [m["count"] for m in cpu.inbox() if m["t"] == "chunk"] == [probe, probe], "it probes for itself"
+    late = FakeWorker(collector, "carol", "cpu1")
+    late.hello()  # before cpu0 is measured: waits for cpu0's probe, parked in this monitor's memory
+    assert not any(m["t"] == "chunk" for m in late.inbox())
+    cpu.answer(cpu.take())
+    cpu_rate = float(client.hget(keys.worker(cpu.name), "rate:pi"))
+    assert cpu_rate != gpu_rate
+
+    restarted = Collector(client, Settings())  # knows nothing of carol but what Redis holds
+    client.zadd(keys.IDLE, {late.name: time.time()})  # due now
+    restarted.dispatcher.forget_active()
+    restarted.dispatcher.serve_idle(budget=None)
+    sized = [m["count"] for m in late.inbox() if m["t"] == "chunk"]
+    assert len(sized) == 2 and min(sized) > probe, "sized by carol's CPU speed, read from Redis"
+    gpu2 = FakeWorker(restarted, "carol", "gpu2", device="cuda")
+    gpu2.hello()
+    assert float(client.hget(keys.worker(gpu2.name), "rate:pi")) == gpu_rate, "a GPU joins at the GPU's speed"
+    cpu2 = FakeWorker(restarted, "carol", "cpu2")
+    cpu2.hello()
+    assert float(client.hget(keys.worker(cpu2.name), "rate:pi")) == cpu_rate, "and a CPU at the CPU's"
+    run_to_end([gpu, cpu, late, gpu2, cpu2])
+    assert read_job(client, job_id)["sum:inside"] == count_inside_samples(5, 0, samples)
+
+
 def hello_message(wid: str, **fields) -> bytes:
     message = {"t": "hello", "w": wid, "tasks": {"pi": "1"}, "device": "cpu", "zone": "", "host": "h", "pid": 1}
     return json.dumps({**message, **fields}).encode() + b"\n"
@@ -1327,7 +1380,9 @@ def test_hellos_drained_together_share_their_round_trips(client, collector, monk
     """Many volunteers joining at once (a deployment starts; Redis came back and every heartbeat had
     lapsed) share their round trips: 40 volunteers' hellos cost about what 10 volunteers' do."""
     pi_job(client, samples=4000 * BLOCK)
-    client.hset(keys.volunteer("v0-0"), "rate:pi", 1234.5)  # a volunteer seen before: its speed is reused
+    client.hset(
+        keys.volunteer("v0-0"), keys.device_rate("cpu", "pi"), 1234.5
+    )  # a volunteer seen before: its speed is reused
     client.rpush(keys.outbox("first"), hello_message("w1"))
     collector.drain("first")  # Redis learns the scripts (a drain of many finding none drains one by one)
     trips = round_trips_on(client, monkeypatch)
@@ -1371,7 +1426,9 @@ def test_hellos_handled_together_leave_what_one_at_a_time_would(client, monkeypa
     def state(together: bool) -> dict:
         client.flushdb()
         pi_job(client, samples=400 * BLOCK)
-        client.hset(keys.volunteer("carol"), mapping={"rate:pi": 1000.0, "rate:mandelbrot": 20.5})
+        client.hset(
+            keys.volunteer("carol"), mapping={"rate:cpu:pi": 1000.0, "rate:cpu:mandelbrot": 20.5, "rate:cuda:pi": 9e9}
+        )
         client.sadd(keys.QUARANTINE, "mallory")
         collector = Collector(client, Settings())
         for user, messages in outboxes.items():

@@ -220,3 +220,21 @@ def test_volunteers_heard_from_are_drained_in_rounds_bounded_by_volunteers_and_m
     assert [len(r) for r in rounds] == [3, 2] and DRAIN_ROUND_MESSAGES <= 3 * 40
     assert [u for r in rounds for u in r] == list(busy), "every volunteer once, in the order heard"
     assert _rounds({}) == []
+
+
+def test_a_volunteers_speeds_are_read_by_device_and_whatever_else_its_record_holds_is_left_out():
+    from hydra.dispatch import volunteer_rates
+
+    record = {
+        keys.device_rate("cpu", "pi").encode(): b"1000.5",
+        keys.device_rate("cuda", "pi").encode(): b"9e9",
+        keys.device_rate("cpu", "mandelbrot").encode(): b"20",
+        b"rate:pi": b"5",  # written before speeds were kept by device: its device is unknown
+        b"rate:tpu:pi": b"7",  # no such device
+        b"rate:cpu:primes": b"garbage",
+        b"rate:cpu:collatz": b"nan",
+        b"rate:cuda:mandelbrot": b"-3",
+        b"clean": b"12",
+    }
+    assert volunteer_rates(record) == {"cpu": {"pi": 1000.5, "mandelbrot": 20.0}, "cuda": {"pi": 9e9}}
+    assert keys.parse_device_rate(keys.device_rate("cuda", "a:b")) == ("cuda", "a:b")
