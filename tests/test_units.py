@@ -174,9 +174,32 @@ def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
     assert floor - 0.01 <= seconds_taken() <= floor + 0.01
     fake.hset(keys.COUNTS, "rate:pi", 1_000 * 1e9)  # 1,000 workers: the same loop can answer finer pieces
     assert seconds_taken() == pytest.approx(1_000 * 400e-6 / TAIL_LOAD, abs=0.01)
-    dispatcher.message_cost = 0.1  # however slow the loop, a piece is never longer than the chunk time
+    dispatcher.message_cost = 0.1  # with no live worker counted, never longer than the chunk time
     fake.hset(keys.job(spec.job_id), "units_claimed", 0)
     assert seconds_taken() == pytest.approx(30.0, abs=0.01)
+
+
+def test_a_saturated_monitor_stretches_the_chunk_time_rather_than_let_results_queue_up():
+    """Pieces take the job's chunk time unless every live worker's results, at one a chunk time,
+    would keep the monitor's loop more than TAIL_LOAD busy: then they take as long as the loop needs
+    (at most MAX_STRETCH chunk times). Nothing measured, or few workers: the chunk time asked."""
+    from hydra.dispatch import MAX_STRETCH, TAIL_LOAD
+
+    fake, dispatcher, spec = _pi_job(10**15, 2.0)
+    worker = WorkerView("a/1", "a", "1", {"pi": "1"}, {"pi": 1e9})
+    fake.hset(keys.COUNTS, "rate:pi", 10_000 * 1e9)
+
+    def seconds_taken(live: int, cost: float) -> float:
+        fake.delete(keys.LIVE)
+        fake.zadd(keys.LIVE, {f"v/{i}": 0 for i in range(live)})
+        dispatcher._cluster_rates.clear()
+        dispatcher.message_cost = cost
+        return dispatcher._take(worker, spec, 0, spec.units_total) * 2**20 / 1e9
+
+    assert seconds_taken(10_000, 0.0) == pytest.approx(2.0, abs=0.01), "never measured"
+    assert seconds_taken(1_000, 262e-6) == pytest.approx(2.0, abs=0.01), "answerable: 0.33 s pieces would do"
+    assert seconds_taken(10_000, 262e-6) == pytest.approx(10_000 * 262e-6 / TAIL_LOAD, abs=0.01)  # 3.3 s
+    assert seconds_taken(10_000, 0.1) == pytest.approx(2.0 * MAX_STRETCH, abs=0.01), "a bogus cost: bounded"
 
 
 def test_a_chunk_that_would_run_for_days_is_refused():
