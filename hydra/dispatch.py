@@ -197,6 +197,7 @@ class Dispatcher:
         # Seconds of the trusted side's loop one message costs, as the monitor measures it (0 where
         # nothing does): how short a chunk the tail may be cut into (tail_floor).
         self.message_cost = 0.0
+        self._stretch_said = -math.inf  # when chunk_seconds last told the operator it stretched chunks
         # Each volunteer's last measured speed by device and task: a worker of the volunteer with no
         # speed of its own is sized by it rather than probed, as a hello seeds the workers of a
         # volunteer measured before. Without it, thousands of workers that said hello before their
@@ -754,8 +755,20 @@ class Dispatcher:
         N = 10,000 on 2 s chunks (bench.swarm, two shared cores) the volunteers were busy 87-93 %
         of the time instead of 56-64 %, on pieces of about 4 s. (Like tail_floor, cautious by the
         number of monitors: each measures its own loop, answering a share of the results.)"""
-        answerable = self._cluster(spec.task.name)[1] * self.message_cost / TAIL_LOAD
-        return min(max(spec.chunk_seconds, answerable), spec.chunk_seconds * MAX_STRETCH)
+        live = self._cluster(spec.task.name)[1]
+        stretched = min(max(spec.chunk_seconds, live * self.message_cost / TAIL_LOAD), spec.chunk_seconds * MAX_STRETCH)
+        if stretched > spec.chunk_seconds and time.monotonic() - self._stretch_said > 60.0:
+            self._stretch_said = time.monotonic()  # said at most once a minute while it lasts
+            log.warning(
+                "dispatch: saturated (%d live workers, %.0f µs a message): chunks of job %s stretched from "
+                "%g s to %.1f s; longer chunks, or Redis on a core of its own, relieve the monitor",
+                live,
+                self.message_cost * 1e6,
+                spec.job_id,
+                spec.chunk_seconds,
+                stretched,
+            )
+        return stretched
 
     def cluster_rate(self, task: str) -> float:
         """Sum of the live workers' measured speeds for ``task`` (kept as a running total)."""

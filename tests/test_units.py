@@ -179,7 +179,7 @@ def test_the_tail_is_cut_no_finer_than_the_trusted_side_can_answer():
     assert seconds_taken() == pytest.approx(30.0, abs=0.01)
 
 
-def test_a_saturated_monitor_stretches_the_chunk_time_rather_than_let_results_queue_up():
+def test_a_saturated_monitor_stretches_the_chunk_time_rather_than_let_results_queue_up(caplog):
     """Pieces take the job's chunk time unless every live worker's results, at one a chunk time,
     would keep the monitor's loop more than TAIL_LOAD busy: then they take as long as the loop needs
     (at most MAX_STRETCH chunk times). Nothing measured, or few workers: the chunk time asked."""
@@ -200,6 +200,8 @@ def test_a_saturated_monitor_stretches_the_chunk_time_rather_than_let_results_qu
     assert seconds_taken(1_000, 262e-6) == pytest.approx(2.0, abs=0.01), "answerable: 0.33 s pieces would do"
     assert seconds_taken(10_000, 262e-6) == pytest.approx(10_000 * 262e-6 / TAIL_LOAD, abs=0.01)  # 3.3 s
     assert seconds_taken(10_000, 0.1) == pytest.approx(2.0 * MAX_STRETCH, abs=0.01), "a bogus cost: bounded"
+    said = [r.getMessage() for r in caplog.records if r.name == "hydra.dispatch"]
+    assert len(said) == 1 and "stretched from 2 s to 3.3 s" in said[0], "the operator is told, once a minute"
 
 
 def test_a_chunk_that_would_run_for_days_is_refused():
