@@ -424,8 +424,8 @@ class Collector:
         per_user = replies[1 + len(joining) :]
         workers = {user: int(per_user[3 * k]) for k, user in enumerate(users)}
         quarantined = {user for k, user in enumerate(users) if per_user[3 * k + 1]}
-        volunteers = {user: per_user[3 * k + 2] for k, user in enumerate(users)}
-        self.dispatcher.learn(volunteers)  # read just now: the top-up below need not read them again
+        known = {user: volunteer_rates(per_user[3 * k + 2]) for k, user in enumerate(users)}
+        self.dispatcher.learn(known)  # read just now: the top-up below need not read them again
 
         welcome: list[tuple[str, str, str, dict[str, Any]]] = []
         stops: list[tuple[str, str]] = []
@@ -451,9 +451,7 @@ class Collector:
         # The volunteer's last measured speeds on the worker's kind of device: its workers need no
         # probe again, and they join the cluster's speeds (the sum by task, and the ranking by
         # speed) in place of any they had.
-        priors = {
-            name: volunteer_rates(volunteers[user]).get(record["device"], {}) for user, _, name, record in welcome
-        }
+        priors = {name: known[user].get(record["device"], {}) for user, _, name, record in welcome}
         rated = [
             (name, record["zone"], task, rate) for _, _, name, record in welcome for task, rate in priors[name].items()
         ]
@@ -1035,7 +1033,7 @@ def _hello_record(user: str, wid: str, message: dict[str, Any]) -> dict[str, Any
         or not all(isinstance(k, str) and isinstance(v, str) and len(k) < 64 and len(v) < 64 for k, v in tasks.items())
     ):
         raise Refused("hello: tasks must map task names to versions")
-    device = message.get("device") if message.get("device") in ("cpu", "cuda") else "cpu"
+    device = message.get("device") if message.get("device") in keys.DEVICES else "cpu"
     zone = str(message.get("zone") or "")[:32]
     if not re.fullmatch(r"[A-Za-z0-9_-]*", zone):
         raise Refused("hello: bad zone")

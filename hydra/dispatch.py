@@ -351,20 +351,20 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         for user in users:
             pipe.hgetall(keys.volunteer(user))
-        self.learn(dict(zip(users, pipe.execute(), strict=True)))
+        self.learn({user: volunteer_rates(record) for user, record in zip(users, pipe.execute(), strict=True)})
         for view, _ in workers:
             if not view.rates and view.user in users:
                 self._seed(view)
 
-    def learn(self, records: dict[str, dict[bytes, bytes]]) -> None:
-        """Take in volunteers' records as read from Redis just now (user → record): their last
-        speeds by device, newer than any remembered here."""
+    def learn(self, known: dict[str, dict[str, dict[str, float]]]) -> None:
+        """Take in volunteers' last speeds as read from Redis just now (user → :func:`volunteer_rates`
+        of its record), newer than any remembered here."""
         _make_room(self._recalled)
         _make_room(self._volunteer_rates)
         now = time.monotonic()
-        for user, record in records.items():
+        for user, by_device in known.items():
             self._recalled[user] = now
-            for device, rates in volunteer_rates(record).items():
+            for device, rates in by_device.items():
                 self._volunteer_rates.setdefault((user, device), {}).update(rates)
 
     def measured(self, pipe: Any, rates: dict[tuple[str, str, str], float]) -> None:

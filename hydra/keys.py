@@ -226,6 +226,10 @@ def parse_zone_rate(field: str) -> tuple[str, str] | None:
     return ("" if zone == "?" else zone), task
 
 
+# The kinds of device a worker may name in its hello (anything else is taken as "cpu").
+DEVICES = ("cpu", "cuda")
+
+
 def device_rate(device: str, task: str) -> str:
     """The field of a volunteer's record holding its last measured speed of ``task`` on ``device``
     (``cpu`` or ``cuda``: hellos are checked): a GPU's speed must never size a CPU worker."""
@@ -238,7 +242,7 @@ def parse_device_rate(field: str) -> tuple[str, str] | None:
     if not field.startswith("rate:"):
         return None
     device, sep, task = field[5:].partition(":")
-    return (device, task) if sep and device in ("cpu", "cuda") else None
+    return (device, task) if sep and device in DEVICES else None
 
 
 def rates(task: str) -> str:

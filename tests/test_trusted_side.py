@@ -536,8 +536,8 @@ def test_a_volunteers_workers_wait_for_one_probe_and_are_sized_by_its_speed(clie
     dave = FakeWorker(collector, "dave")
     dave.hello()
     assert [m["count"] for m in dave.inbox() if m["t"] == "chunk"] == [probe, probe], "dave is not held up"
-    gpu = FakeWorker(collector, "carol", "gpu")
-    gpu.send({"t": "hello", "w": "gpu", "tasks": gpu.tasks, "device": "cuda", "zone": "", "host": "h", "pid": 1})
+    gpu = FakeWorker(collector, "carol", "gpu", device="cuda")
+    gpu.hello()
     assert [m["count"] for m in gpu.inbox() if m["t"] == "chunk"] == [probe, probe], "a GPU probes for itself"
     client.zrem(keys.IDLE, "other/w1")
     parked = client.zmscore(keys.IDLE, [carol[1].name, carol[2].name])
