@@ -121,6 +121,9 @@ def test_forged_results_cannot_be_written_by_any_command(site):
         ("FCALL", "f", 0),
         # verify auto's trust counters and verify 2's second opinion
         ("HINCRBY", keys.volunteer(me), "clean", 1000),
+        # the speeds a new worker of the volunteer starts at, and the live count chunks stretch by
+        ("HSET", keys.volunteer(me), keys.device_rate("cpu", "pi"), 1e15),
+        ("ZADD", keys.LIVE, 0, f"{me}/made-up"),
         ("HSET", keys.chunks(job_id), "0", json.dumps({"first": 0, "count": 16, "state": "pending", "attempt": 0})),
         ("SADD", keys.held(f"{me}/x"), keys.assignment(job_id, 0, 1)),
         ("SADD", keys.held(f"{me}/y"), keys.assignment(job_id, 0, 1)),
@@ -171,6 +174,7 @@ def test_forged_results_cannot_be_written_by_any_command(site):
     site.assert_pi_exact(job_id, SAMPLES, 11)
     assert not site.admin.sismember(keys.QUARANTINE, "volunteer-alice")
     assert site.admin.hget(keys.volunteer(me), "clean") is None
+    assert site.admin.hget(keys.volunteer(me), keys.device_rate("cpu", "pi")) is None
     attacker.close()
 
 
